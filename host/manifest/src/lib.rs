@@ -1,0 +1,360 @@
+//! The `sluice.toml` manifest: everything the host needs to know about one function.
+//!
+//! The same manifest drives `sluice run`, `sluice dev` and a REST deploy, so it holds
+//! configuration only — which triggers feed the function is never a code change.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file name every function directory carries.
+pub const MANIFEST_FILE: &str = "sluice.toml";
+
+/// Why a manifest was refused; every variant names the file or field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid manifest {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// One function: its component, how to build it, what feeds it and where it writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    pub name: String,
+    /// Path of the built component, relative to the manifest's directory.
+    pub component: PathBuf,
+    /// Shell command that builds the component, run in the manifest's directory.
+    #[serde(default)]
+    pub build: Option<String>,
+    #[serde(default)]
+    pub device: DevicePreference,
+    /// Free-form settings the handler reads through the `config` interface.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub triggers: Vec<TriggerSpec>,
+    #[serde(default)]
+    pub batching: Batching,
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkSpec>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// The directory the manifest was read from; set by [`Manifest::load`].
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// Where the function's frames are computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DevicePreference {
+    /// A GPU when the host has one, the CPU otherwise.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// What feeds the function. Several triggers may feed one function.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TriggerSpec {
+    /// Local files, given on the command line.
+    File {
+        #[serde(default)]
+        mode: FileMode,
+        #[serde(default, rename = "bad-lines")]
+        bad_lines: BadLines,
+    },
+}
+
+/// How the file trigger cuts its input into batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileMode {
+    /// All input is one batch, so an aggregation sees every row.
+    #[default]
+    Whole,
+    /// Cut by `max-events` / `max-bytes`, one invocation per chunk, as a stream would deliver it.
+    Chunked,
+}
+
+/// What happens to a line that is not valid JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BadLines {
+    /// The batch fails with an error naming the file and line; nothing of it is written.
+    #[default]
+    Fail,
+    /// The line goes to the dead-letter file with its line number; the rest is processed.
+    Skip,
+}
+
+/// When a batch is cut: whichever limit is reached first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Batching {
+    pub max_events: u64,
+    pub max_bytes: u64,
+    pub max_wait_ms: u64,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            max_events: 100_000,
+            max_bytes: 64 << 20,
+            max_wait_ms: 1_000,
+        }
+    }
+}
+
+/// A Parquet sink the handler writes to by name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SinkSpec {
+    /// Directory relative to the data root; `..` and absolute paths are refused.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub compression: SinkCompression,
+    /// zstd level (1..=22); 3 when unset.
+    #[serde(default)]
+    pub zstd_level: Option<i32>,
+    /// Rows per Parquet row group.
+    #[serde(default)]
+    pub row_group_rows: Option<usize>,
+    /// A new file is started after this many rows.
+    #[serde(default)]
+    pub roll_rows: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkCompression {
+    #[default]
+    Zstd,
+    Snappy,
+    None,
+}
+
+/// What one instance of the function may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Limits {
+    /// Linear memory of one instance, in MiB.
+    pub memory_mb: u64,
+    /// Wall time of one invocation, in milliseconds.
+    pub timeout_ms: u64,
+    /// Instances running at once.
+    pub instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mb: 256,
+            timeout_ms: 60_000,
+            instances: 1,
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads `sluice.toml` from a function directory (or the manifest file itself).
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let file = if path.is_dir() {
+            path.join(MANIFEST_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Manifest::parse(&text, &file, dir)
+    }
+
+    /// Parses and validates manifest text; `origin` names it in errors, `dir` anchors relative paths.
+    pub fn parse(text: &str, origin: &Path, dir: PathBuf) -> Result<Manifest, ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        manifest.dir = dir;
+        manifest.validate().map_err(invalid)?;
+        Ok(manifest)
+    }
+
+    /// The component path, resolved against the manifest's directory.
+    pub fn component_path(&self) -> PathBuf {
+        self.dir.join(&self.component)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "name `{}` must be non-empty and use only letters, digits, `-` and `_`",
+                self.name
+            ));
+        }
+        for (name, sink) in &self.sinks {
+            check_relative_path(&sink.path).map_err(|why| format!("sink `{name}`: {why}"))?;
+            if let Some(level) = sink.zstd_level
+                && !(1..=22).contains(&level)
+            {
+                return Err(format!("sink `{name}`: zstd-level {level} is outside 1..=22"));
+            }
+            if sink.roll_rows == Some(0) || sink.row_group_rows == Some(0) {
+                return Err(format!("sink `{name}`: roll-rows and row-group-rows must be > 0"));
+            }
+        }
+        if self.limits.memory_mb == 0 || self.limits.timeout_ms == 0 || self.limits.instances == 0 {
+            return Err("limits: memory-mb, timeout-ms and instances must be > 0".into());
+        }
+        if self.batching.max_events == 0 || self.batching.max_bytes == 0 {
+            return Err("batching: max-events and max-bytes must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Refuses paths that could leave the data root: absolute, `..`, or empty.
+pub fn check_relative_path(path: &Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("path is empty".into());
+    }
+    for part in path.components() {
+        match part {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(format!("path `{}` must not contain `..`", path.display()));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "path `{}` must be relative to the data root",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+name = "log-aggregator"
+component = "target/f.wasm"
+build = "cargo build --release"
+device = "cpu"
+
+[config]
+top = "10"
+
+[[triggers]]
+kind = "file"
+mode = "chunked"
+bad-lines = "skip"
+
+[batching]
+max-events = 5
+
+[sinks.metrics]
+path = "out/metrics"
+compression = "zstd"
+zstd-level = 7
+roll-rows = 1000
+
+[limits]
+memory-mb = 64
+timeout-ms = 500
+"#;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("sluice.toml"), PathBuf::from("/fn"))
+    }
+
+    #[test]
+    fn parses_every_section() {
+        let m = parse(FULL).unwrap();
+        assert_eq!(m.name, "log-aggregator");
+        assert_eq!(m.component_path(), PathBuf::from("/fn/target/f.wasm"));
+        assert_eq!(m.device, DevicePreference::Cpu);
+        assert_eq!(m.config["top"], "10");
+        assert!(matches!(
+            m.triggers[0],
+            TriggerSpec::File {
+                mode: FileMode::Chunked,
+                bad_lines: BadLines::Skip
+            }
+        ));
+        assert_eq!(m.batching.max_events, 5);
+        assert_eq!(m.batching.max_bytes, Batching::default().max_bytes);
+        assert_eq!(m.sinks["metrics"].zstd_level, Some(7));
+        assert_eq!(m.limits.memory_mb, 64);
+        assert_eq!(m.limits.instances, 1);
+    }
+
+    #[test]
+    fn refuses_sink_paths_that_leave_the_data_root() {
+        for bad in ["../up", "a/../../b", "/etc"] {
+            let text = FULL.replace("out/metrics", bad);
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("sink `metrics`"), "{err}");
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn names_unknown_fields_and_trigger_kinds() {
+        let err = parse(&FULL.replace("timeout-ms", "timeout-secs"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timeout-secs"), "{err}");
+        let err = parse(&FULL.replace("kind = \"file\"", "kind = \"carrier-pigeon\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("carrier-pigeon"), "{err}");
+    }
+
+    #[test]
+    fn refuses_bad_names_and_zero_limits() {
+        let err = parse(&FULL.replace("log-aggregator", "log aggregator"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log aggregator"), "{err}");
+        let err = parse(&FULL.replace("memory-mb = 64", "memory-mb = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory-mb"), "{err}");
+    }
+
+    #[test]
+    fn load_reads_a_function_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), FULL).unwrap();
+        let m = Manifest::load(dir.path()).unwrap();
+        assert_eq!(m.dir, dir.path());
+        let err = Manifest::load(&dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+}

@@ -1,0 +1,294 @@
+//! The events of one delivery, held by the host and handed to the guest by reference.
+//!
+//! File input is memory-mapped, not read: a `whole`-mode batch over a large file refers to
+//! the file, and its bytes are parsed in place when the guest asks for a frame.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use memmap2::Mmap;
+use sluice_frame::ingest::{BadLinePolicy, JsonSource};
+
+/// Which kind of trigger delivered a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerKind {
+    File,
+    Http,
+    Kafka,
+    Cron,
+}
+
+/// Where an event came from, as the guest sees it through `batch.meta`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventMeta {
+    File { path: String, line: u64 },
+    Http { method: String, path: String, headers: Vec<(String, String)> },
+    Kafka { topic: String, partition: i32, offset: i64, key: Option<Vec<u8>> },
+    Cron { scheduled_ms: i64 },
+}
+
+impl EventMeta {
+    /// A short name for error messages: the file, or the topic/partition@offset.
+    fn source_name(&self) -> String {
+        match self {
+            EventMeta::File { path, .. } => path.clone(),
+            EventMeta::Http { method, path, .. } => format!("{method} {path}"),
+            EventMeta::Kafka { topic, partition, offset, .. } => format!("{topic}/{partition}@{offset}"),
+            EventMeta::Cron { scheduled_ms } => format!("cron tick {scheduled_ms}"),
+        }
+    }
+
+    fn first_line(&self) -> u64 {
+        match self {
+            EventMeta::File { line, .. } => *line,
+            _ => 1,
+        }
+    }
+}
+
+/// A read-only memory map of one input file.
+#[derive(Debug)]
+pub struct MappedFile {
+    path: PathBuf,
+    display: String,
+    map: Option<Mmap>,
+}
+
+impl MappedFile {
+    /// Maps `path` read-only. Empty files are not mapped (mmap refuses length 0).
+    pub fn open(path: &Path) -> std::io::Result<MappedFile> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        // SAFETY: the map is read-only; sluice does not modify input files, and a file
+        // truncated underneath us is outside what the file trigger supports.
+        let map = if len == 0 { None } else { Some(unsafe { Mmap::map(&file)? }) };
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            display: path.display().to_string(),
+            map,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+/// A contiguous run of lines in one file.
+#[derive(Debug, Clone)]
+pub struct FileSpan {
+    pub file: Arc<MappedFile>,
+    pub range: Range<usize>,
+    /// 1-based line number of the span's first line.
+    pub first_line: u64,
+}
+
+impl FileSpan {
+    /// The whole file as one span.
+    pub fn whole(file: Arc<MappedFile>) -> FileSpan {
+        let len = file.bytes().len();
+        FileSpan { file, range: 0..len, first_line: 1 }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.file.bytes()[self.range.clone()]
+    }
+}
+
+/// One event delivered by a stream trigger, body owned by the host.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub body: Vec<u8>,
+    pub meta: EventMeta,
+}
+
+#[derive(Debug)]
+enum Events {
+    /// Lines of files: every non-blank line is one event.
+    Lines { spans: Vec<FileSpan>, index: OnceLock<Vec<LineRef>> },
+    /// Messages with their source names, computed once for error messages.
+    Messages { messages: Vec<Message>, names: Vec<String> },
+}
+
+/// Where one line event sits, built only when the guest asks for single events.
+#[derive(Debug, Clone, Copy)]
+struct LineRef {
+    span: u32,
+    start: usize,
+    end: usize,
+    line: u64,
+}
+
+/// How the guest's `batch` handle refers to a batch: the trigger keeps its own reference,
+/// so a failed batch can still be dead-lettered after the instance is gone.
+pub type SharedBatch = Arc<Batch>;
+
+/// The host side of the WIT `batch` resource.
+#[derive(Debug)]
+pub struct Batch {
+    trigger: TriggerKind,
+    events: Events,
+    bad_lines: BadLinePolicy,
+    bytes: u64,
+}
+
+impl Batch {
+    /// A batch over lines of files (the file trigger).
+    pub fn from_spans(spans: Vec<FileSpan>, bad_lines: BadLinePolicy) -> Batch {
+        let bytes = spans.iter().map(|s| s.range.len() as u64).sum();
+        Batch {
+            trigger: TriggerKind::File,
+            events: Events::Lines { spans, index: OnceLock::new() },
+            bad_lines,
+            bytes,
+        }
+    }
+
+    /// A batch of messages from a stream trigger.
+    pub fn from_messages(trigger: TriggerKind, messages: Vec<Message>, bad_lines: BadLinePolicy) -> Batch {
+        let bytes = messages.iter().map(|m| m.body.len() as u64).sum();
+        let names = messages.iter().map(|m| m.meta.source_name()).collect();
+        Batch { trigger, events: Events::Messages { messages, names }, bad_lines, bytes }
+    }
+
+    pub fn trigger(&self) -> TriggerKind {
+        self.trigger
+    }
+
+    /// Total body bytes in the batch.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn bad_line_policy(&self) -> BadLinePolicy {
+        self.bad_lines
+    }
+
+    /// Number of events (for file input: non-blank lines).
+    pub fn len(&self) -> usize {
+        match &self.events {
+            Events::Lines { spans, index } => index.get_or_init(|| index_lines(spans)).len(),
+            Events::Messages { messages, .. } => messages.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn meta(&self, index: usize) -> Option<EventMeta> {
+        match &self.events {
+            Events::Lines { spans, index: lines } => {
+                let line = lines.get_or_init(|| index_lines(spans)).get(index)?;
+                let span = &spans[line.span as usize];
+                Some(EventMeta::File { path: span.file.display.clone(), line: line.line })
+            }
+            Events::Messages { messages, .. } => messages.get(index).map(|m| m.meta.clone()),
+        }
+    }
+
+    pub fn body(&self, index: usize) -> Option<&[u8]> {
+        match &self.events {
+            Events::Lines { spans, index: lines } => {
+                let line = lines.get_or_init(|| index_lines(spans)).get(index)?;
+                Some(&spans[line.span as usize].bytes()[line.start..line.end])
+            }
+            Events::Messages { messages, .. } => messages.get(index).map(|m| m.body.as_slice()),
+        }
+    }
+
+    /// The bodies as JSON sources, each named so that parse errors point at the input.
+    pub fn json_sources(&self) -> Vec<JsonSource<'_>> {
+        match &self.events {
+            Events::Lines { spans, .. } => spans
+                .iter()
+                .map(|s| JsonSource { name: &s.file.display, data: s.bytes(), first_line: s.first_line })
+                .collect(),
+            Events::Messages { messages, names } => messages
+                .iter()
+                .zip(names)
+                .map(|(m, name)| JsonSource { name, data: &m.body, first_line: m.meta.first_line() })
+                .collect(),
+        }
+    }
+
+    /// The raw bytes of every event, one per line, for the dead-letter file of a failed batch.
+    pub fn lines_for_dead_letter(&self) -> Vec<(EventMeta, &[u8])> {
+        (0..self.len())
+            .filter_map(|i| Some((self.meta(i)?, self.body(i)?)))
+            .collect()
+    }
+}
+
+fn index_lines(spans: &[FileSpan]) -> Vec<LineRef> {
+    let mut lines = Vec::new();
+    for (span_index, span) in spans.iter().enumerate() {
+        let bytes = span.bytes();
+        let mut start = 0;
+        let mut line = span.first_line;
+        while start < bytes.len() {
+            let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+            let mut content_end = end;
+            if content_end > start && bytes[content_end - 1] == b'\r' {
+                content_end -= 1;
+            }
+            if bytes[start..content_end].iter().any(|b| !b.is_ascii_whitespace()) {
+                lines.push(LineRef { span: span_index as u32, start, end: content_end, line });
+            }
+            start = end + 1;
+            line += 1;
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span_of(text: &str) -> (tempfile::TempDir, FileSpan) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let file = Arc::new(MappedFile::open(&path).unwrap());
+        (dir, FileSpan::whole(file))
+    }
+
+    #[test]
+    fn file_lines_are_events_with_line_numbers() {
+        let (_dir, span) = span_of("{\"a\":1}\n\n{\"a\":2}\r\n{\"a\":3}");
+        let batch = Batch::from_spans(vec![span], BadLinePolicy::Fail);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.body(1), Some(&b"{\"a\":2}"[..]));
+        assert!(matches!(batch.meta(2), Some(EventMeta::File { line: 4, .. })));
+        assert_eq!(batch.body(3), None);
+        assert_eq!(batch.bytes(), 25);
+    }
+
+    #[test]
+    fn empty_files_map_to_empty_batches() {
+        let (_dir, span) = span_of("");
+        let batch = Batch::from_spans(vec![span], BadLinePolicy::Fail);
+        assert!(batch.is_empty());
+        assert_eq!(batch.json_sources()[0].data, b"");
+    }
+
+    #[test]
+    fn messages_keep_their_meta() {
+        let meta = EventMeta::Kafka { topic: "t".into(), partition: 2, offset: 9, key: None };
+        let batch = Batch::from_messages(
+            TriggerKind::Kafka,
+            vec![Message { body: b"{}".to_vec(), meta: meta.clone() }],
+            BadLinePolicy::Skip,
+        );
+        assert_eq!(batch.trigger(), TriggerKind::Kafka);
+        assert_eq!(batch.meta(0), Some(meta));
+        assert_eq!(batch.json_sources()[0].name, "t/2@9");
+    }
+}

@@ -1,0 +1,197 @@
+//! One loaded function and its invocations: a fresh sandboxed instance per batch, a
+//! deadline and memory limit per instance, and sink writes that become durable only when
+//! the handler returned ok.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sluice_manifest::Limits;
+use tokio::sync::Semaphore;
+use wasmtime::{Engine, Store, Trap};
+
+use crate::batch::SharedBatch;
+use crate::bindings::{GuestError, HandlerPre, Outcome};
+use crate::engine::{HandlerComponent, Runtime};
+use crate::error::InvokeError;
+use crate::sinks::{Sinks, WrittenFile};
+use crate::state::{FunctionContext, InvocationState};
+
+/// The result of a successful invocation.
+#[derive(Debug)]
+pub struct Invocation {
+    /// What the handler returned: one reply per HTTP event.
+    pub outcome: Outcome,
+    /// Parquet files made durable for this batch.
+    pub written: Vec<WrittenFile>,
+    /// Malformed lines skipped (policy `skip`), and where they were dead-lettered.
+    /// Rows the host parsed from the batch.
+    pub rows_parsed: u64,
+    pub skipped_lines: usize,
+    pub dead_letter: Option<PathBuf>,
+    pub elapsed: Duration,
+}
+
+/// A function ready to run: compiled, linked, with its sinks resolved.
+pub struct Function {
+    pre: HandlerPre<InvocationState>,
+    engine: Engine,
+    context: Arc<FunctionContext>,
+    limits: Limits,
+    epoch_tick: Duration,
+    hash: String,
+    next_invocation: AtomicU64,
+    instances: Semaphore,
+}
+
+impl Function {
+    pub(crate) fn new(runtime: &Runtime, component: HandlerComponent, context: FunctionContext, limits: Limits) -> Self {
+        Function {
+            pre: component.pre,
+            engine: runtime.engine().clone(),
+            context: Arc::new(context),
+            instances: Semaphore::new(limits.instances as usize),
+            limits,
+            epoch_tick: runtime.epoch_tick(),
+            hash: component.hash,
+            next_invocation: AtomicU64::new(1),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.context.name
+    }
+
+    /// Hex SHA-256 of the running component.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn sinks(&self) -> &Sinks {
+        &self.context.sinks
+    }
+
+    /// Runs the handler over one batch in a fresh instance. `batch_key` names the files the
+    /// batch writes; it must be unique per batch (a replay of the same batch reuses it, and
+    /// then refuses to overwrite what the first run made durable).
+    pub async fn invoke(&self, batch: SharedBatch, batch_key: &str) -> Result<Invocation, InvokeError> {
+        let _permit = self.instances.acquire().await.expect("the instance semaphore is never closed");
+        let started = Instant::now();
+        let id = self.next_invocation.fetch_add(1, Ordering::Relaxed);
+        let memory_limit = usize::try_from(self.limits.memory_mb << 20).unwrap_or(usize::MAX);
+        let state = InvocationState::new(self.context.clone(), batch_key.to_string(), id, memory_limit);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let tick_ms = self.epoch_tick.as_millis().max(1) as u64;
+        store.set_epoch_deadline(self.limits.timeout_ms.div_ceil(tick_ms));
+        store.epoch_deadline_trap();
+
+        let span = tracing::info_span!("invoke", function = %self.context.name, invocation = id, batch = batch_key);
+        let _entered = span.enter();
+        let result = self.call(&mut store, batch).await;
+        let state = store.data_mut();
+        let staged = std::mem::take(&mut state.staged);
+        match result {
+            Ok(outcome) => {
+                let written = self
+                    .context
+                    .sinks
+                    .commit(&staged)
+                    .map_err(|e| InvokeError::Commit(e.to_string()))?;
+                let bad_lines = std::mem::take(&mut state.bad_lines);
+                let dead_letter = if bad_lines.is_empty() {
+                    None
+                } else {
+                    let path = self
+                        .context
+                        .sinks
+                        .dead_letter_lines(batch_key, &bad_lines)
+                        .map_err(|e| InvokeError::Commit(format!("dead-letter file: {e}")))?;
+                    Some(path)
+                };
+                log_guest_output(state);
+                let elapsed = started.elapsed();
+                tracing::debug!(?elapsed, files = written.len(), "invocation committed");
+                Ok(Invocation {
+                    outcome,
+                    written,
+                    rows_parsed: state.rows_parsed,
+                    skipped_lines: bad_lines.len(),
+                    dead_letter,
+                    elapsed,
+                })
+            }
+            Err(error) => {
+                self.context.sinks.discard(&staged);
+                let error = classify(error, state, &self.limits);
+                tracing::warn!(%error, "invocation failed");
+                Err(error)
+            }
+        }
+    }
+
+    async fn call(&self, store: &mut Store<InvocationState>, batch: SharedBatch) -> Result<Outcome, CallError> {
+        let handler = self.pre.instantiate_async(&mut *store).await.map_err(CallError::Instantiate)?;
+        let handle = store.data_mut().table.push(batch).map_err(|e| CallError::Instantiate(e.into()))?;
+        let result = handler.call_handle(&mut *store, handle).await;
+        match result {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(error)) => Err(CallError::Guest(error)),
+            Err(trap) => Err(CallError::Trap(trap)),
+        }
+    }
+}
+
+enum CallError {
+    Instantiate(wasmtime::Error),
+    Guest(GuestError),
+    Trap(wasmtime::Error),
+}
+
+/// Names the cause of a failed call: the handler's own error, the memory limit, the
+/// timeout, or a trap (with the tail of the guest's stderr, where a panic message lands).
+fn classify(error: CallError, state: &InvocationState, limits: &Limits) -> InvokeError {
+    match error {
+        CallError::Guest(GuestError { code, message }) => InvokeError::Handler { code: code_name(code).into(), message },
+        CallError::Instantiate(_) | CallError::Trap(_) if state.limiter.exceeded => {
+            InvokeError::MemoryLimit { limit_mb: limits.memory_mb }
+        }
+        CallError::Instantiate(error) => InvokeError::Instantiate(format!("{error:#}")),
+        CallError::Trap(error) => match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => InvokeError::Timeout { limit_ms: limits.timeout_ms },
+            Some(trap) => InvokeError::Trap { message: trap.to_string(), stderr: output_tail(&state.stderr) },
+            None => InvokeError::Trap { message: format!("{error:#}"), stderr: output_tail(&state.stderr) },
+        },
+    }
+}
+
+fn code_name(code: crate::bindings::GuestErrorCode) -> &'static str {
+    use crate::bindings::GuestErrorCode as C;
+    match code {
+        C::InvalidArgument => "invalid-argument",
+        C::ColumnNotFound => "column-not-found",
+        C::TypeMismatch => "type-mismatch",
+        C::Parse => "parse",
+        C::Limit => "limit",
+        C::Io => "io",
+        C::Internal => "internal",
+    }
+}
+
+/// The last lines the guest wrote to a stream, enough to hold a panic message.
+fn output_tail(pipe: &wasmtime_wasi::p2::pipe::MemoryOutputPipe) -> String {
+    const TAIL: usize = 2048;
+    let bytes = pipe.contents();
+    let start = bytes.len().saturating_sub(TAIL);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+}
+
+fn log_guest_output(state: &InvocationState) {
+    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+        let text = output_tail(pipe);
+        if !text.is_empty() {
+            tracing::debug!(target: "guest", stream, "{text}");
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Guest logs become host `tracing` events tagged with function and invocation;
+//! the `config` interface serves the manifest's `[config]` table.
+
+use crate::bindings::sluice::function::{config, log};
+use crate::state::InvocationState;
+
+impl log::Host for InvocationState {
+    fn write(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let function = self.function.name.as_str();
+        let invocation = self.invocation_id;
+        match level {
+            log::Level::Trace => tracing::trace!(target: "guest", function, invocation, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "guest", function, invocation, "{message}"),
+            log::Level::Info => tracing::info!(target: "guest", function, invocation, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "guest", function, invocation, "{message}"),
+            log::Level::Error => tracing::error!(target: "guest", function, invocation, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl config::Host for InvocationState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.function.config.get(&key).cloned())
+    }
+
+    fn entries(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.function.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}

@@ -1,0 +1,91 @@
+//! What a store holds during one invocation: the guest's resources, its WASI context
+//! (which grants nothing ambient), its memory limit and the writes it staged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sluice_frame::ingest::BadLine;
+use sluice_frame::sink::StagedFile;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::sinks::Sinks;
+
+/// Per-function settings shared by all of its invocations.
+#[derive(Debug)]
+pub struct FunctionContext {
+    pub name: String,
+    pub config: BTreeMap<String, String>,
+    pub sinks: Sinks,
+}
+
+/// Refuses linear-memory growth past the function's limit and remembers that it did,
+/// so the resulting trap can be reported as a memory-limit error.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    pub limit_bytes: usize,
+    pub exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
+        if desired > self.limit_bytes {
+            self.exceeded = true;
+            anyhow::bail!("memory limit of {} MiB exceeded (asked for {} MiB)", self.limit_bytes >> 20, desired >> 20);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// Bytes of guest stdout/stderr kept for error reports and logs.
+pub const GUEST_OUTPUT_CAPACITY: usize = 1 << 20;
+
+/// The data of a store: one per invocation.
+pub struct InvocationState {
+    pub table: ResourceTable,
+    pub wasi: WasiCtx,
+    pub limiter: MemoryLimiter,
+    pub function: Arc<FunctionContext>,
+    /// Names the files of this batch, so a replay cannot collide with or corrupt them.
+    pub batch_key: String,
+    pub invocation_id: u64,
+    pub staged: Vec<(String, StagedFile)>,
+    pub bad_lines: Vec<BadLine>,
+    /// Rows the host parsed from the batch for this invocation.
+    pub rows_parsed: u64,
+    pub stderr: MemoryOutputPipe,
+    pub stdout: MemoryOutputPipe,
+}
+
+impl InvocationState {
+    pub fn new(function: Arc<FunctionContext>, batch_key: String, invocation_id: u64, memory_limit_bytes: usize) -> Self {
+        let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
+        let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        InvocationState {
+            table: ResourceTable::new(),
+            wasi,
+            limiter: MemoryLimiter { limit_bytes: memory_limit_bytes, exceeded: false },
+            function,
+            batch_key,
+            invocation_id,
+            staged: Vec::new(),
+            bad_lines: Vec::new(),
+            rows_parsed: 0,
+            stderr,
+            stdout,
+        }
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
