@@ -35,9 +35,12 @@ struct GenArgs {
     /// Output file.
     #[arg(long)]
     out: PathBuf,
-    /// Hours of data, one row per company every 5 s (62 h ≈ 1.2 GB).
-    #[arg(long, default_value_t = 62.0)]
+    /// Hours of data, one row per company every 5 s (62 h ≈ 1.13 GB).
+    #[arg(long, default_value_t = 62.0, conflicts_with = "size_mb")]
     hours: f64,
+    /// Pick the hours to reach about this many megabytes instead.
+    #[arg(long)]
+    size_mb: Option<u64>,
     #[arg(long, default_value_t = 100)]
     companies: usize,
     #[arg(long, default_value_t = 42)]
@@ -62,7 +65,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn generate(args: GenArgs) -> anyhow::Result<std::process::ExitCode> {
-    let spec = datagen::SeedSpec { companies: args.companies, hours: args.hours, seed: args.seed, ..Default::default() };
+    let hours = match args.size_mb {
+        Some(mb) => datagen::SeedSpec::with_target_bytes(mb * 1_000_000).hours,
+        None => args.hours,
+    };
+    let spec = datagen::SeedSpec { companies: args.companies, hours, seed: args.seed, ..Default::default() };
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -55,6 +55,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| Path::new("sluice-data").join(&manifest.name));
     let inputs = resolve_inputs(&args.input)?;
     let run = execute(&manifest, &inputs, &data_dir, args.mode, args.build, !args.no_cache)?;
+    // The handler's replies are its result: print them as they are, for pipes and scripts.
+    for reply in &run.last_replies {
+        std::io::Write::write_all(&mut std::io::stdout(), &reply.body)?;
+    }
     render::summary(&run, &data_dir);
     Ok(if run.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -32,9 +32,9 @@ pub enum FrameError {
     #[error("type mismatch: {0}")]
     TypeMismatch(String),
 
-    /// Input data could not be parsed; `source` is a file path or stream position.
-    #[error("{source} line {line}: {message}")]
-    Parse { source: String, line: u64, message: String },
+    /// Input data could not be parsed; `input` names the source (file path or stream position).
+    #[error("{input} line {line}: {message}")]
+    Parse { input: String, line: u64, message: String },
 
     /// A value could not be converted (e.g. a cast of `"abc"` to int64).
     #[error("conversion failed: {0}")]
@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn parse_error_names_source_and_line() {
-        let e = FrameError::Parse { source: "data/x.jsonl".into(), line: 17, message: "bad".into() };
+        let e = FrameError::Parse { input: "data/x.jsonl".into(), line: 17, message: "bad".into() };
         assert_eq!(e.to_string(), "data/x.jsonl line 17: bad");
         assert_eq!(e.code(), ErrorCode::Parse);
     }

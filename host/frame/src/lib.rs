@@ -1,1 +1,27 @@
-//! placeholder
+//! sluice-frame: the dataframe engine behind sluice's WIT `dataframe` interface.
+//!
+//! - [`Expr`] and friends describe computations as data, apart from execution;
+//! - a [`Backend`] executes them ([`CpuBackend`]: Arrow kernels and a parallel hash group-by);
+//! - [`Frame`] is the immutable table handed to guests by handle;
+//! - [`ingest`] parses JSON lines straight into Arrow columns, in parallel;
+//! - [`sink`] writes Parquet with stage-then-commit semantics.
+//!
+//! The crate knows nothing of wasm: the runtime maps WIT resources onto these types.
+
+mod backend;
+mod cpu;
+mod error;
+mod eval;
+mod expr;
+mod frame;
+mod groupby;
+pub mod ingest;
+pub mod sink;
+
+pub use backend::{Backend, Device, SortKey};
+pub use cpu::CpuBackend;
+pub use error::{ErrorCode, FrameError};
+pub use expr::{AggFn, BinaryOp, DType, Expr, Scalar};
+pub use frame::Frame;
+pub use ingest::{BadLine, BadLinePolicy, Ingested, JsonSource, ReadOptions, read_json_lines};
+pub use sink::{Compression, SinkConfig, StagedFile, commit_staged, discard_staged, write_staged};

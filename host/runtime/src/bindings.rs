@@ -15,4 +15,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use sluice::function::types::{Dtype, Error as GuestError, ErrorCode as GuestErrorCode, Outcome, Reply, Scalar as GuestScalar};
+pub use sluice::function::types::{Dtype, Error as GuestError, ErrorCode as GuestErrorCode, Reply, Scalar as GuestScalar};

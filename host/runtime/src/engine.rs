@@ -181,7 +181,6 @@ impl Runtime {
 fn engine_config(config: &RuntimeConfig, allocator: Allocator) -> Config {
     let mut engine = Config::new();
     engine.wasm_component_model(true);
-    engine.async_support(true);
     engine.epoch_interruption(true);
     // Host calls (parsing, Parquet encoding) run on the guest's fiber stack.
     engine.async_stack_size(8 << 20);
@@ -217,7 +216,7 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> 
     let ty = component.component_type();
     let has_handle = ty
         .exports(engine)
-        .any(|(name, item)| name == "handle" && matches!(item, ComponentItem::ComponentFunc(_)));
+        .any(|(name, item)| name == "handle" && matches!(item.ty, ComponentItem::ComponentFunc(_)));
     if has_handle {
         return Ok(());
     }

@@ -30,15 +30,15 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit_bytes {
             self.exceeded = true;
-            anyhow::bail!("memory limit of {} MiB exceeded (asked for {} MiB)", self.limit_bytes >> 20, desired >> 20);
+            wasmtime::bail!("memory limit of {} MiB exceeded (asked for {} MiB)", self.limit_bytes >> 20, desired >> 20);
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }

@@ -1,0 +1,232 @@
+//! Parquet sink with stage-then-commit semantics.
+//!
+//! A handler's writes must become visible only when it succeeds (and, for Kafka, before offsets
+//! are committed), so writing is split in two: [`write_staged`] writes hidden, fsynced temp files;
+//! [`commit_staged`] links them to their final names without ever overwriting and fsyncs the
+//! directory; [`discard_staged`] drops them when the handler fails.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::FrameError;
+use crate::frame::Frame;
+
+/// Column-chunk compression of written files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd at the given level (1..=22).
+    Zstd(i32),
+    Snappy,
+    None,
+}
+
+/// How a sink lays out files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkConfig {
+    pub compression: Compression,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Split a frame into several files of at most this many rows.
+    pub max_rows_per_file: Option<usize>,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig { compression: Compression::Zstd(3), row_group_rows: 1 << 20, max_rows_per_file: None }
+    }
+}
+
+/// A file written under a temporary name, waiting for [`commit_staged`] or [`discard_staged`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagedFile {
+    pub temp_path: PathBuf,
+    pub final_path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+fn properties(config: &SinkConfig) -> Result<WriterProperties, FrameError> {
+    let compression = match config.compression {
+        Compression::Zstd(level) => ParquetCompression::ZSTD(
+            ZstdLevel::try_new(level).map_err(|e| FrameError::InvalidArgument(format!("zstd level {level}: {e}")))?,
+        ),
+        Compression::Snappy => ParquetCompression::SNAPPY,
+        Compression::None => ParquetCompression::UNCOMPRESSED,
+    };
+    if config.row_group_rows == 0 || config.max_rows_per_file == Some(0) {
+        return Err(FrameError::InvalidArgument("sink row_group_rows and max_rows_per_file must be positive".into()));
+    }
+    Ok(WriterProperties::builder()
+        .set_compression(compression)
+        .set_max_row_group_row_count(Some(config.row_group_rows))
+        .build())
+}
+
+/// Writes `frame` as Parquet into `dir` (created if missing) under hidden temporary names
+/// `.{file_stem}-{n:05}.parquet.tmp`, each fsynced; the final names are `{file_stem}-{n:05}.parquet`.
+///
+/// With `max_rows_per_file` the frame is split into several files. The Arrow schema is embedded,
+/// so engine dtypes round-trip (timestamp-ms is Parquet `TIMESTAMP(MILLIS)`). An empty frame
+/// writes no file. The caller chooses a stem that is unique per batch (so a replay cannot clash).
+pub fn write_staged(frame: &Frame, dir: &Path, file_stem: &str, config: &SinkConfig) -> Result<Vec<StagedFile>, FrameError> {
+    let props = properties(config)?;
+    std::fs::create_dir_all(dir).map_err(|e| FrameError::io("create directory", dir, e))?;
+    let batch = frame.record_batch();
+    let rows = batch.num_rows();
+    let per_file = config.max_rows_per_file.unwrap_or(rows.max(1));
+    let mut staged = Vec::new();
+    for (n, offset) in (0..rows).step_by(per_file).enumerate() {
+        let part = batch.slice(offset, per_file.min(rows - offset));
+        let temp_path = dir.join(format!(".{file_stem}-{n:05}.parquet.tmp"));
+        let final_path = dir.join(format!("{file_stem}-{n:05}.parquet"));
+        let file = File::create(&temp_path).map_err(|e| FrameError::io("create", &temp_path, e))?;
+        let result = (|| {
+            let mut writer = ArrowWriter::try_new(file, part.schema(), Some(props.clone()))?;
+            writer.write(&part)?;
+            let file = writer.into_inner()?;
+            file.sync_all().map_err(|e| FrameError::io("fsync", &temp_path, e))?;
+            let bytes = file.metadata().map_err(|e| FrameError::io("stat", &temp_path, e))?.len();
+            Ok::<_, FrameError>(bytes)
+        })();
+        match result {
+            Ok(bytes) => staged.push(StagedFile { temp_path, final_path, rows: part.num_rows() as u64, bytes }),
+            Err(e) => {
+                staged.push(StagedFile { temp_path, final_path, rows: 0, bytes: 0 });
+                discard_staged(&staged);
+                return Err(e);
+            }
+        }
+    }
+    tracing::debug!(dir = %dir.display(), files = staged.len(), rows, "staged parquet");
+    Ok(staged)
+}
+
+/// Makes staged files visible under their final names, then fsyncs their directories.
+///
+/// A final name that already exists is an error: files are never overwritten (the link is
+/// atomic, so a concurrent writer cannot slip in between check and rename). Files committed
+/// before such an error stay committed.
+pub fn commit_staged(files: &[StagedFile]) -> Result<(), FrameError> {
+    let mut dirs = BTreeSet::new();
+    for f in files {
+        std::fs::hard_link(&f.temp_path, &f.final_path).map_err(|e| FrameError::io("commit (link) to", &f.final_path, e))?;
+        std::fs::remove_file(&f.temp_path).map_err(|e| FrameError::io("remove", &f.temp_path, e))?;
+        if let Some(dir) = f.final_path.parent() {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+    for dir in dirs {
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| FrameError::io("fsync directory", &dir, e))?;
+    }
+    Ok(())
+}
+
+/// Removes staged temp files (the handler failed); failures are logged, not returned.
+pub fn discard_staged(files: &[StagedFile]) {
+    for f in files {
+        match std::fs::remove_file(&f.temp_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %f.temp_path.display(), error = %e, "cannot remove staged file"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow::record_batch::RecordBatch;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::sync::Arc;
+
+    fn frame(rows: usize) -> Frame {
+        Frame::new(
+            RecordBatch::try_from_iter(vec![
+                ("s", Arc::new(StringArray::from_iter((0..rows).map(|i| (i % 3 != 0).then(|| format!("v{i}"))))) as ArrayRef),
+                ("i", Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef),
+                ("f", Arc::new(Float64Array::from_iter((0..rows).map(|i| (i % 5 != 0).then_some(i as f64 / 4.0)))) as ArrayRef),
+                ("t", Arc::new(TimestampMillisecondArray::from_iter_values((0..rows as i64).map(|i| 1_700_000_000_000 + i))) as ArrayRef),
+            ])
+            .unwrap(),
+        )
+    }
+
+    fn read(path: &Path) -> RecordBatch {
+        let file = File::open(path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
+    #[test]
+    fn write_commit_read_back_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("sink/nested");
+        let f = frame(2500);
+        let config = SinkConfig { row_group_rows: 1000, max_rows_per_file: Some(1000), ..Default::default() };
+        let staged = write_staged(&f, &out, "batch-7", &config).unwrap();
+        assert_eq!(staged.len(), 3);
+        assert_eq!(staged.iter().map(|s| s.rows).sum::<u64>(), 2500);
+        assert!(staged[0].temp_path.file_name().unwrap().to_str().unwrap().starts_with(".batch-7-00000"));
+        assert!(!staged[0].final_path.exists());
+        commit_staged(&staged).unwrap();
+        let mut parts = Vec::new();
+        for s in &staged {
+            assert!(!s.temp_path.exists());
+            assert_eq!(std::fs::metadata(&s.final_path).unwrap().len(), s.bytes);
+            parts.push(read(&s.final_path));
+        }
+        assert_eq!(staged[2].final_path.file_name().unwrap(), "batch-7-00002.parquet");
+        let back = arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
+        assert_eq!(&back, f.record_batch());
+    }
+
+    #[test]
+    fn snappy_and_uncompressed_work() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, c) in [Compression::Snappy, Compression::None].into_iter().enumerate() {
+            let config = SinkConfig { compression: c, ..Default::default() };
+            let staged = write_staged(&frame(10), dir.path(), &format!("c{i}"), &config).unwrap();
+            commit_staged(&staged).unwrap();
+            assert_eq!(read(&staged[0].final_path).num_rows(), 10);
+        }
+    }
+
+    #[test]
+    fn discard_removes_temps() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = write_staged(&frame(10), dir.path(), "x", &SinkConfig::default()).unwrap();
+        assert!(staged[0].temp_path.exists());
+        discard_staged(&staged);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn commit_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_staged(&frame(10), dir.path(), "x", &SinkConfig::default()).unwrap();
+        commit_staged(&first).unwrap();
+        let before = std::fs::read(&first[0].final_path).unwrap();
+        let second = write_staged(&frame(20), dir.path(), "x", &SinkConfig::default()).unwrap();
+        let err = commit_staged(&second).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Io);
+        assert!(err.to_string().contains("x-00000.parquet"), "{err}");
+        assert_eq!(std::fs::read(&first[0].final_path).unwrap(), before);
+        discard_staged(&second);
+    }
+
+    #[test]
+    fn bad_config_is_invalid_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SinkConfig { compression: Compression::Zstd(99), ..Default::default() };
+        assert_eq!(write_staged(&frame(1), dir.path(), "x", &config).unwrap_err().code(), crate::ErrorCode::InvalidArgument);
+    }
+}
