@@ -521,8 +521,11 @@ struct RawBad {
     text: Vec<u8>,
 }
 
+/// A parsed column: name, storage kind, values.
+type ParsedColumn = (String, Kind, ArrayRef);
+
 struct ChunkResult {
-    columns: Vec<(String, Kind, ArrayRef)>,
+    columns: Vec<ParsedColumn>,
     rows: usize,
     /// Lines in each segment of the chunk.
     seg_lines: Vec<u64>,
@@ -764,7 +767,7 @@ impl<'p> Parser<'p> {
         }
     }
 
-    fn finish(self) -> Result<(Vec<(String, Kind, ArrayRef)>, usize), FrameError> {
+    fn finish(self) -> Result<(Vec<ParsedColumn>, usize), FrameError> {
         let rows = self.row;
         let mut out = Vec::with_capacity(self.cols.len());
         for c in self.cols.into_iter().filter(|c| c.live) {
