@@ -63,8 +63,8 @@ pub fn sluice_bin() -> PathBuf {
     bin
 }
 
-/// Every Parquet file under `dir` (recursively), sorted by path.
-pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir` (recursively) whose path satisfies `keep`, sorted by path.
+fn files_under(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(next) = pending.pop() {
@@ -73,7 +73,7 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
+            } else if keep(&path) {
                 found.push(path);
             }
         }
@@ -82,22 +82,14 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Every Parquet file under `dir`.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir, |path| path.extension().is_some_and(|e| e == "parquet"))
+}
+
 /// Files whose names mark them as unfinished writes (temporaries left behind).
 pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&next) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.to_string_lossy().ends_with(".tmp") {
-                found.push(path);
-            }
-        }
-    }
-    found
+    files_under(dir, |path| path.to_string_lossy().ends_with(".tmp"))
 }
 
 /// Reads every row group of every Parquet file under `dir`.
