@@ -235,6 +235,25 @@ impl Expr {
         }
     }
 
+    /// Appends the names of the columns this expression reads to `out` (each once).
+    pub(crate) fn columns_into(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Column(name) => {
+                if !out.contains(name) {
+                    out.push(name.clone());
+                }
+            }
+            Expr::Literal(_) | Expr::CountRows => {}
+            Expr::Binary { lhs, rhs, .. } => {
+                lhs.columns_into(out);
+                rhs.columns_into(out);
+            }
+            Expr::Not(e) | Expr::IsNull(e) | Expr::FillNull(e, _) | Expr::Cast(e, _) | Expr::Alias(e, _) | Expr::Aggregate(e, _) => {
+                e.columns_into(out)
+            }
+        }
+    }
+
     /// True when the tree contains an aggregation (which only `group_by`/`select` may evaluate).
     pub(crate) fn contains_aggregate(&self) -> bool {
         match self {
@@ -291,6 +310,14 @@ mod tests {
             assert_eq!(DType::from_arrow(&d.to_arrow()), Some(d));
         }
         assert_eq!(DType::from_arrow(&DataType::Int32), None);
+    }
+
+    #[test]
+    fn lists_read_columns_once() {
+        let e = Expr::col("a").binary(BinaryOp::Add, Expr::col("b").cast(DType::Float64)).binary(BinaryOp::Mul, Expr::col("a"));
+        let mut out = vec!["z".to_string()];
+        e.aggregate(AggFn::Sum).alias("s").columns_into(&mut out);
+        assert_eq!(out, ["z", "a", "b"]);
     }
 
     #[test]

@@ -330,7 +330,7 @@ fn extreme_rows(ids: &[u32], groups: usize, values: &ArrayRef, want_max: bool) -
 }
 
 /// Splits an aggregation into its input, function and output name; rejects anything else.
-fn parse_agg(expr: &Expr) -> Result<(Option<&Expr>, AggFn, String), FrameError> {
+pub(crate) fn parse_agg(expr: &Expr) -> Result<(Option<&Expr>, AggFn, String), FrameError> {
     let name = expr.output_name();
     let mut e = expr;
     while let Expr::Alias(inner, _) = e {

@@ -2,7 +2,8 @@
 //!
 //! - [`Expr`] and friends describe computations as data, apart from execution;
 //! - a [`Backend`] executes them ([`CpuBackend`]: Arrow kernels and a parallel hash group-by);
-//! - [`Frame`] is the immutable table handed to guests by handle;
+//! - [`Frame`] is an immutable table; [`LazyFrame`], what guests hold by handle, records a plan
+//!   over a scan and executes it in one streaming pass at the first call that needs values;
 //! - [`ingest`] parses JSON lines straight into Arrow columns, in parallel;
 //! - [`sink`] writes Parquet with stage-then-commit semantics.
 //!
@@ -16,6 +17,7 @@ mod expr;
 mod frame;
 mod groupby;
 pub mod ingest;
+mod lazy;
 pub mod sink;
 
 pub use backend::{Backend, Device, SortKey};
@@ -23,5 +25,6 @@ pub use cpu::CpuBackend;
 pub use error::{ErrorCode, FrameError};
 pub use expr::{AggFn, BinaryOp, DType, Expr, Scalar};
 pub use frame::Frame;
+pub use lazy::{CHUNK_BYTES, LazyFrame, ScanInput, ScanReport};
 pub use ingest::{BadLine, BadLinePolicy, Ingested, JsonSource, ReadOptions, read_json_lines};
 pub use sink::{Compression, SinkConfig, StagedFile, commit_staged, discard_staged, write_staged};

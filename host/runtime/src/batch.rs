@@ -78,6 +78,23 @@ impl MappedFile {
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
+
+    /// Advises the kernel that `range` is not needed: its pages leave the resident set. Only
+    /// whole pages inside the range are released (the mapping starts page-aligned).
+    pub fn release(&self, range: Range<usize>) {
+        const PAGE: usize = 4096;
+        let Some(map) = &self.map else { return };
+        let start = range.start.next_multiple_of(PAGE);
+        let end = if range.end >= map.len() { map.len() } else { range.end / PAGE * PAGE };
+        if end <= start {
+            return;
+        }
+        // SAFETY: the map is read-only and file-backed, so dropped pages hold nothing that is
+        // not in the file; a later read faults them in again with the same contents.
+        if let Err(error) = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) } {
+            tracing::debug!(path = %self.display, %error, "madvise(DONTNEED) failed; pages stay resident");
+        }
+    }
 }
 
 /// A contiguous run of lines in one file.
@@ -215,6 +232,17 @@ impl Batch {
                 .zip(names)
                 .map(|(m, name)| JsonSource { name, data: &m.body, first_line: m.meta.first_line() })
                 .collect(),
+        }
+    }
+
+    /// Drops the pages of `range` of source `index` (as numbered by [`Batch::json_sources`])
+    /// from the resident set when that source is a mapped file; the file stays intact and is
+    /// read again from the page cache if touched later. Other sources are left alone.
+    pub fn release(&self, index: usize, range: Range<usize>) {
+        if let Events::Lines { spans, .. } = &self.events
+            && let Some(span) = spans.get(index)
+        {
+            span.file.release(span.range.start + range.start..span.range.start + range.end.min(span.range.len()));
         }
     }
 

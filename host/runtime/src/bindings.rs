@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     with: {
         "sluice:function/dataframe.expr": sluice_frame::Expr,
-        "sluice:function/dataframe.frame": sluice_frame::Frame,
+        "sluice:function/dataframe.frame": sluice_frame::LazyFrame,
         "sluice:function/events.batch": crate::batch::SharedBatch,
     },
 });

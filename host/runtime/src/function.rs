@@ -91,6 +91,7 @@ impl Function {
         let _entered = span.enter();
         let result = self.call(&mut store, batch).await;
         let state = store.data_mut();
+        state.gather_scans();
         let staged = std::mem::take(&mut state.staged);
         match result {
             Ok(outcome) => {
@@ -154,6 +155,10 @@ enum CallError {
 fn classify(error: CallError, state: &InvocationState, limits: &Limits) -> InvokeError {
     match error {
         CallError::Guest(GuestError { code, message }) => InvokeError::Handler { code: code_name(code).into(), message },
+        CallError::Trap(_) if state.failed_call.is_some() && !state.limiter.exceeded => {
+            let GuestError { code, message } = state.failed_call.clone().expect("checked above");
+            InvokeError::Handler { code: code_name(code).into(), message }
+        }
         CallError::Instantiate(_) | CallError::Trap(_) if state.limiter.exceeded => {
             InvokeError::MemoryLimit { limit_mb: limits.memory_mb }
         }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use sluice_frame::LazyFrame;
 use sluice_frame::ingest::BadLine;
 use sluice_frame::sink::StagedFile;
 use wasmtime::ResourceLimiter;
@@ -59,6 +60,11 @@ pub struct InvocationState {
     pub bad_lines: Vec<BadLine>,
     /// Rows the host parsed from the batch for this invocation.
     pub rows_parsed: u64,
+    /// Every frame `to-frame` returned: their scans report rows and bad lines once executed.
+    pub scans: Vec<LazyFrame>,
+    /// The error of a host call that could only trap (a plan executed by `num-rows`); the
+    /// invocation reports it instead of the trap.
+    pub failed_call: Option<crate::bindings::GuestError>,
     pub stderr: MemoryOutputPipe,
     pub stdout: MemoryOutputPipe,
 }
@@ -78,8 +84,29 @@ impl InvocationState {
             staged: Vec::new(),
             bad_lines: Vec::new(),
             rows_parsed: 0,
+            scans: Vec::new(),
+            failed_call: None,
             stderr,
             stdout,
+        }
+    }
+}
+
+impl InvocationState {
+    /// Moves what the executed scans read into `rows_parsed` and `bad_lines`.
+    pub fn gather_scans(&mut self) {
+        for scan in std::mem::take(&mut self.scans) {
+            if let Some(report) = scan.scan_report() {
+                self.rows_parsed += report.rows;
+                self.bad_lines.extend(report.bad_lines.iter().cloned());
+            }
+        }
+        if !self.bad_lines.is_empty() {
+            tracing::warn!(
+                function = %self.function.name,
+                skipped = self.bad_lines.len(),
+                "skipped malformed lines; they go to the dead-letter file"
+            );
         }
     }
 }

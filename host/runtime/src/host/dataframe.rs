@@ -1,8 +1,13 @@
 //! The `dataframe` interface: every call resolves guest handles to host frames and
 //! expressions, runs the operation in `sluice-frame`, and hands back a new handle.
+//!
+//! Frames are lazy: filter, select, with-columns and group-by on a frame read from the batch
+//! extend its plan; any other call executes the plan (once) and works on the result. Calls
+//! whose WIT signature has no error (`num-rows`, `schema`, `slice`) trap when that execution
+//! fails, and the invocation fails with that error (its code and message).
 
 use sluice_frame::ingest::{ReadOptions, read_json_lines};
-use sluice_frame::{AggFn, BinaryOp, Expr, Frame, FrameError};
+use sluice_frame::{AggFn, BinaryOp, Expr, Frame, FrameError, LazyFrame};
 use wasmtime::component::Resource;
 
 use crate::bindings::sluice::function::dataframe::{self, Agg, WriteStats};
@@ -22,8 +27,26 @@ impl InvocationState {
         handles.iter().map(|h| self.expr(h)).collect()
     }
 
-    fn frame(&self, handle: &Resource<Frame>) -> wasmtime::Result<Frame> {
+    fn frame(&self, handle: &Resource<LazyFrame>) -> wasmtime::Result<LazyFrame> {
         Ok(self.table.get(handle)?.clone())
+    }
+
+    /// The materialized frame behind a handle; an execution error is the guest's error.
+    fn collect(&self, handle: &Resource<LazyFrame>) -> wasmtime::Result<Result<Frame, GuestError>> {
+        Ok(self.table.get(handle)?.collect().map_err(GuestError::from))
+    }
+
+    /// The materialized frame, for calls that cannot return an error: a failure traps, and the
+    /// invocation fails with that error as if the handler had returned it.
+    fn collect_or_trap(&mut self, handle: &Resource<LazyFrame>) -> wasmtime::Result<Frame> {
+        match self.table.get(handle)?.collect() {
+            Ok(frame) => Ok(frame),
+            Err(error) => {
+                let message = error.to_string();
+                self.failed_call = Some(error.into());
+                Err(wasmtime::Error::msg(message))
+            }
+        }
     }
 
     fn push_expr(&mut self, expr: Expr) -> wasmtime::Result<Resource<Expr>> {
@@ -31,9 +54,9 @@ impl InvocationState {
     }
 
     /// Hands a frame result to the guest: a new handle on success, the error otherwise.
-    pub(crate) fn push_frame(&mut self, result: Result<Frame, FrameError>) -> GuestResult<Resource<Frame>> {
+    pub(crate) fn push_frame<F: Into<LazyFrame>>(&mut self, result: Result<F, FrameError>) -> GuestResult<Resource<LazyFrame>> {
         match result {
-            Ok(frame) => Ok(Ok(self.table.push(frame)?)),
+            Ok(frame) => Ok(Ok(self.table.push(frame.into())?)),
             Err(error) => Ok(Err(error.into())),
         }
     }
@@ -130,82 +153,86 @@ impl dataframe::HostExpr for InvocationState {
 }
 
 impl dataframe::HostFrame for InvocationState {
-    fn from_json_lines(&mut self, data: Vec<u8>) -> GuestResult<Resource<Frame>> {
+    fn from_json_lines(&mut self, data: Vec<u8>) -> GuestResult<Resource<LazyFrame>> {
         let source = sluice_frame::ingest::JsonSource { name: "guest bytes", data: &data, first_line: 1 };
         let result = read_json_lines(&[source], &ReadOptions::default()).map(|ingested| ingested.frame);
         self.push_frame(result)
     }
 
-    fn concat(&mut self, frames: Vec<Resource<Frame>>) -> GuestResult<Resource<Frame>> {
-        let frames = frames.iter().map(|f| self.frame(f)).collect::<wasmtime::Result<Vec<_>>>()?;
-        let refs: Vec<&Frame> = frames.iter().collect();
+    fn concat(&mut self, frames: Vec<Resource<LazyFrame>>) -> GuestResult<Resource<LazyFrame>> {
+        let mut collected = Vec::with_capacity(frames.len());
+        for f in &frames {
+            match self.collect(f)? {
+                Ok(frame) => collected.push(frame),
+                Err(error) => return Ok(Err(error)),
+            }
+        }
+        let refs: Vec<&Frame> = collected.iter().collect();
         self.push_frame(Frame::concat(&refs))
     }
 
-    fn num_rows(&mut self, frame: Resource<Frame>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&frame)?.num_rows() as u64)
+    fn num_rows(&mut self, frame: Resource<LazyFrame>) -> wasmtime::Result<u64> {
+        Ok(self.collect_or_trap(&frame)?.num_rows() as u64)
     }
 
-    fn schema(&mut self, frame: Resource<Frame>) -> wasmtime::Result<Vec<(String, Dtype)>> {
-        let schema = self.table.get(&frame)?.schema();
+    fn schema(&mut self, frame: Resource<LazyFrame>) -> wasmtime::Result<Vec<(String, Dtype)>> {
+        let schema = self.collect_or_trap(&frame)?.schema();
         Ok(schema.into_iter().map(|(name, dtype)| (name, dtype.into())).collect())
     }
 
-    fn select(&mut self, frame: Resource<Frame>, exprs: Vec<Resource<Expr>>) -> GuestResult<Resource<Frame>> {
+    fn select(&mut self, frame: Resource<LazyFrame>, exprs: Vec<Resource<Expr>>) -> GuestResult<Resource<LazyFrame>> {
         let (frame, exprs) = (self.frame(&frame)?, self.exprs(&exprs)?);
         self.push_frame(frame.select(&exprs))
     }
 
-    fn with_columns(&mut self, frame: Resource<Frame>, exprs: Vec<Resource<Expr>>) -> GuestResult<Resource<Frame>> {
+    fn with_columns(&mut self, frame: Resource<LazyFrame>, exprs: Vec<Resource<Expr>>) -> GuestResult<Resource<LazyFrame>> {
         let (frame, exprs) = (self.frame(&frame)?, self.exprs(&exprs)?);
         self.push_frame(frame.with_columns(&exprs))
     }
 
-    fn filter(&mut self, frame: Resource<Frame>, predicate: Resource<Expr>) -> GuestResult<Resource<Frame>> {
+    fn filter(&mut self, frame: Resource<LazyFrame>, predicate: Resource<Expr>) -> GuestResult<Resource<LazyFrame>> {
         let (frame, predicate) = (self.frame(&frame)?, self.expr(&predicate)?);
         self.push_frame(frame.filter(&predicate))
     }
 
     fn group_by(
         &mut self,
-        frame: Resource<Frame>,
+        frame: Resource<LazyFrame>,
         keys: Vec<String>,
         aggs: Vec<Resource<Expr>>,
-    ) -> GuestResult<Resource<Frame>> {
+    ) -> GuestResult<Resource<LazyFrame>> {
         let (frame, aggs) = (self.frame(&frame)?, self.exprs(&aggs)?);
         self.push_frame(frame.group_by(&keys, &aggs))
     }
 
-    fn sort(&mut self, frame: Resource<Frame>, by: Vec<String>, descending: Vec<bool>) -> GuestResult<Resource<Frame>> {
-        let frame = self.frame(&frame)?;
-        self.push_frame(frame.sort(&by, &descending))
+    fn sort(&mut self, frame: Resource<LazyFrame>, by: Vec<String>, descending: Vec<bool>) -> GuestResult<Resource<LazyFrame>> {
+        let result = self.table.get(&frame)?.collect().and_then(|f| f.sort(&by, &descending));
+        self.push_frame(result)
     }
 
-    fn top_k(&mut self, frame: Resource<Frame>, k: u32, by: String, descending: bool) -> GuestResult<Resource<Frame>> {
-        let frame = self.frame(&frame)?;
-        self.push_frame(frame.top_k(k as usize, &by, descending))
+    fn top_k(&mut self, frame: Resource<LazyFrame>, k: u32, by: String, descending: bool) -> GuestResult<Resource<LazyFrame>> {
+        let result = self.table.get(&frame)?.collect().and_then(|f| f.top_k(k as usize, &by, descending));
+        self.push_frame(result)
     }
 
-    fn slice(&mut self, frame: Resource<Frame>, offset: u64, len: u64) -> wasmtime::Result<Resource<Frame>> {
-        let sliced = self.frame(&frame)?.slice(offset as usize, len as usize);
-        Ok(self.table.push(sliced)?)
+    fn slice(&mut self, frame: Resource<LazyFrame>, offset: u64, len: u64) -> wasmtime::Result<Resource<LazyFrame>> {
+        let sliced = self.collect_or_trap(&frame)?.slice(offset as usize, len as usize);
+        Ok(self.table.push(sliced.into())?)
     }
 
-    fn column(&mut self, frame: Resource<Frame>, name: String) -> GuestResult<Vec<GuestScalar>> {
-        Ok(self
-            .table
-            .get(&frame)?
-            .column(&name)
-            .map(|values| values.into_iter().map(GuestScalar::from).collect())
-            .map_err(GuestError::from))
+    fn column(&mut self, frame: Resource<LazyFrame>, name: String) -> GuestResult<Vec<GuestScalar>> {
+        Ok(self.table.get(&frame)?.collect().and_then(|f| f.column(&name)).map(|values| values.into_iter().map(GuestScalar::from).collect()).map_err(GuestError::from))
     }
 
-    fn to_json_lines(&mut self, frame: Resource<Frame>) -> GuestResult<Vec<u8>> {
-        Ok(self.table.get(&frame)?.to_json_lines().map_err(GuestError::from))
+    fn to_json_lines(&mut self, frame: Resource<LazyFrame>) -> GuestResult<Vec<u8>> {
+        Ok(self.table.get(&frame)?.collect().and_then(|f| f.to_json_lines()).map_err(GuestError::from))
     }
 
-    fn write(&mut self, frame: Resource<Frame>, sink: String) -> GuestResult<WriteStats> {
-        let frame = self.frame(&frame)?;
+    fn write(&mut self, frame: Resource<LazyFrame>, sink: String) -> GuestResult<WriteStats> {
+        let frame = match self.collect(&frame)? {
+            Ok(frame) => frame,
+            Err(error) => return Ok(Err(error)),
+        };
         let stem = format!("{}-{}-w{}", self.function.name, self.batch_key, self.staged.len());
         let files = match self.function.sinks.stage(&sink, &frame, &stem) {
             Ok(files) => files,
@@ -221,7 +248,7 @@ impl dataframe::HostFrame for InvocationState {
         Ok(Ok(stats))
     }
 
-    fn drop(&mut self, handle: Resource<Frame>) -> wasmtime::Result<()> {
+    fn drop(&mut self, handle: Resource<LazyFrame>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
         Ok(())
     }

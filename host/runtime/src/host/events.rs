@@ -1,8 +1,11 @@
 //! The `events` interface: the batch stays in host memory; bodies are parsed on the host
-//! by `to-frame`, and copied into the guest only by an explicit `body` call.
+//! (lazily: `to-frame` returns a plan that the first materializing call executes), and copied
+//! into the guest only by an explicit `body` call.
 
-use sluice_frame::Frame;
-use sluice_frame::ingest::{ReadOptions, read_json_lines};
+use std::sync::Arc;
+
+use sluice_frame::LazyFrame;
+use sluice_frame::ingest::ReadOptions;
 use wasmtime::component::Resource;
 
 use crate::batch::{EventMeta, SharedBatch, TriggerKind};
@@ -52,7 +55,7 @@ impl events::HostBatch for InvocationState {
         batch: Resource<SharedBatch>,
         format: Format,
         options: events::ReadOptions,
-    ) -> wasmtime::Result<Result<Resource<Frame>, GuestError>> {
+    ) -> wasmtime::Result<Result<Resource<LazyFrame>, GuestError>> {
         match format {
             Format::JsonLines => {}
         }
@@ -62,26 +65,27 @@ impl events::HostBatch for InvocationState {
             schema: options.schema.into_iter().map(|(name, dtype)| (name, dtype.into())).collect(),
             bad_lines: batch.bad_line_policy(),
         };
-        let result = read_json_lines(&batch.json_sources(), &read_options);
-        match result {
-            Ok(ingested) => {
-                if !ingested.bad_lines.is_empty() {
-                    tracing::warn!(
-                        function = %self.function.name,
-                        skipped = ingested.bad_lines.len(),
-                        "skipped malformed lines; they go to the dead-letter file"
-                    );
-                }
-                self.bad_lines.extend(ingested.bad_lines);
-                self.rows_parsed += ingested.frame.num_rows() as u64;
-                self.push_frame(Ok(ingested.frame))
-            }
-            Err(error) => self.push_frame(Err(error)),
-        }
+        let frame = LazyFrame::scan(Arc::new(BatchScan(batch)), read_options);
+        self.scans.push(frame.clone());
+        Ok(Ok(self.table.push(frame)?))
     }
 
     fn drop(&mut self, batch: Resource<SharedBatch>) -> wasmtime::Result<()> {
         self.table.delete(batch)?;
         Ok(())
+    }
+}
+
+/// A batch as the input of a lazy scan; parsed ranges of mapped files are released.
+#[derive(Debug)]
+struct BatchScan(SharedBatch);
+
+impl sluice_frame::ScanInput for BatchScan {
+    fn sources(&self) -> Vec<sluice_frame::ingest::JsonSource<'_>> {
+        self.0.json_sources()
+    }
+
+    fn consumed(&self, index: usize, range: std::ops::Range<usize>) {
+        self.0.release(index, range);
     }
 }
