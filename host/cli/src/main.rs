@@ -1,10 +1,11 @@
-//! `sluice`: run Wasm data handlers over files (and, next, streams) through the host's
+//! `sluice`: run Wasm data handlers over files and streams through the host's
 //! native dataframe engine.
 
 mod build;
 mod datagen;
 mod render;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,8 @@ enum Command {
     Demo(run::DemoArgs),
     /// Run a function over files through the file trigger.
     Run(run::RunArgs),
+    /// Run the Kafka, HTTP and cron triggers of functions until SIGTERM, then drain.
+    Serve(serve::ServeArgs),
     /// Write the seed benchmark dataset (JSON lines of per-company network metrics).
     Gen(GenArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => run::demo(args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Gen(args) => generate(args),
     };
     match result {

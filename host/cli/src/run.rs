@@ -126,10 +126,10 @@ fn file_trigger(manifest: &Manifest) -> FileTrigger {
     let (mode, bad_lines) = manifest
         .triggers
         .iter()
-        .map(|trigger| match trigger {
-            TriggerSpec::File { mode, bad_lines } => (*mode, *bad_lines),
+        .find_map(|trigger| match trigger {
+            TriggerSpec::File { mode, bad_lines } => Some((*mode, *bad_lines)),
+            _ => None,
         })
-        .next()
         .unwrap_or_default();
     FileTrigger { mode, bad_lines, batching: manifest.batching.clone() }
 }

@@ -46,6 +46,8 @@ pub struct Manifest {
     pub sinks: BTreeMap<String, SinkSpec>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub retry: Retry,
     /// The directory the manifest was read from; set by [`Manifest::load`].
     #[serde(skip)]
     pub dir: PathBuf,
@@ -73,6 +75,86 @@ pub enum TriggerSpec {
         #[serde(default, rename = "bad-lines")]
         bad_lines: BadLines,
     },
+    /// A Kafka consumer group; see [`KafkaTrigger`].
+    Kafka(KafkaTrigger),
+    /// Requests to `/functions/<name>` on the host's HTTP listener; see [`HttpTrigger`].
+    Http(HttpTrigger),
+    /// A schedule: a cron expression or a fixed interval; see [`CronTrigger`].
+    Cron(CronTrigger),
+}
+
+/// Consumes topics as one member of a consumer group; offsets are committed only after the
+/// batch's output is durable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaTrigger {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// Consumer group; several hosts with the same group share the partitions.
+    pub group: String,
+    /// Where a group without committed offsets starts.
+    #[serde(default)]
+    pub initial_offset: InitialOffset,
+    #[serde(default)]
+    pub bad_lines: BadLines,
+    /// Passed to librdkafka as they are (e.g. `security.protocol`, `sasl.mechanisms`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitialOffset {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// Serves the function over HTTP, one reply per request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpTrigger {
+    #[serde(default)]
+    pub mode: HttpMode,
+    /// Larger request bodies get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Requests waiting for an instance; beyond it requests get 429 with Retry-After.
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: usize,
+}
+
+fn default_max_body_bytes() -> usize {
+    1 << 20
+}
+
+fn default_queue_depth() -> usize {
+    1024
+}
+
+/// How HTTP requests map to invocations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpMode {
+    /// One invocation per request.
+    #[default]
+    PerRequest,
+    /// Requests gathered by `[batching]`; each gets its own reply from the outcome.
+    Batched,
+}
+
+/// Fires the function on a schedule; a tick that comes while the previous run is still going
+/// is skipped and counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CronTrigger {
+    /// A cron expression with seconds: `sec min hour day-of-month month day-of-week [year]`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// A fixed interval instead of `schedule`.
+    #[serde(default)]
+    pub every_ms: Option<u64>,
 }
 
 /// How the file trigger cuts its input into batches.
@@ -166,6 +248,27 @@ impl Default for Limits {
     }
 }
 
+/// How a failed batch is retried before its events go to the dead-letter directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Retry {
+    /// Invocations in all, the first included.
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled for each later one.
+    pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            backoff_ms: 100,
+            max_backoff_ms: 5_000,
+        }
+    }
+}
+
 impl Manifest {
     /// Reads `sluice.toml` from a function directory (or the manifest file itself).
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
@@ -231,7 +334,39 @@ impl Manifest {
         if self.batching.max_events == 0 || self.batching.max_bytes == 0 {
             return Err("batching: max-events and max-bytes must be > 0".into());
         }
+        if self.retry.attempts == 0 {
+            return Err("retry: attempts must be > 0".into());
+        }
+        for (index, trigger) in self.triggers.iter().enumerate() {
+            validate_trigger(trigger).map_err(|why| format!("triggers[{index}]: {why}"))?;
+        }
         Ok(())
+    }
+}
+
+fn validate_trigger(trigger: &TriggerSpec) -> Result<(), String> {
+    match trigger {
+        TriggerSpec::File { .. } => Ok(()),
+        TriggerSpec::Kafka(kafka) => {
+            if kafka.brokers.trim().is_empty() || kafka.group.trim().is_empty() {
+                return Err("kafka: brokers and group must be non-empty".into());
+            }
+            if kafka.topics.is_empty() || kafka.topics.iter().any(|t| t.trim().is_empty()) {
+                return Err(format!("kafka: topics {:?} must name at least one non-empty topic", kafka.topics));
+            }
+            Ok(())
+        }
+        TriggerSpec::Http(http) => {
+            if http.max_body_bytes == 0 || http.queue_depth == 0 {
+                return Err("http: max-body-bytes and queue-depth must be > 0".into());
+            }
+            Ok(())
+        }
+        TriggerSpec::Cron(cron) => match (&cron.schedule, cron.every_ms) {
+            (Some(_), None) | (None, Some(1..)) => Ok(()),
+            (None, Some(0)) => Err("cron: every-ms must be > 0".into()),
+            _ => Err("cron: set exactly one of `schedule` and `every-ms`".into()),
+        },
     }
 }
 
@@ -346,6 +481,56 @@ timeout-ms = 500
             .unwrap_err()
             .to_string();
         assert!(err.contains("memory-mb"), "{err}");
+    }
+
+    #[test]
+    fn parses_stream_triggers() {
+        let text = format!(
+            "{FULL}{}",
+            r#"
+[[triggers]]
+kind = "kafka"
+brokers = "127.0.0.1:9092"
+topics = ["events"]
+group = "g"
+initial-offset = "latest"
+properties = { "security.protocol" = "SASL_SSL" }
+
+[[triggers]]
+kind = "http"
+mode = "batched"
+max-body-bytes = 100
+
+[[triggers]]
+kind = "cron"
+every-ms = 250
+
+[retry]
+attempts = 5
+"#
+        );
+        let m = parse(&text).unwrap();
+        let TriggerSpec::Kafka(kafka) = &m.triggers[1] else { panic!("{:?}", m.triggers[1]) };
+        assert_eq!(kafka.initial_offset, InitialOffset::Latest);
+        assert_eq!(kafka.properties["security.protocol"], "SASL_SSL");
+        let TriggerSpec::Http(http) = &m.triggers[2] else { panic!("{:?}", m.triggers[2]) };
+        assert_eq!((http.mode, http.max_body_bytes, http.queue_depth), (HttpMode::Batched, 100, 1024));
+        assert!(matches!(m.triggers[3], TriggerSpec::Cron(CronTrigger { every_ms: Some(250), schedule: None })));
+        assert_eq!((m.retry.attempts, m.retry.backoff_ms), (5, 100));
+    }
+
+    #[test]
+    fn refuses_incomplete_stream_triggers() {
+        let cases = [
+            ("[[triggers]]\nkind = \"cron\"\n", "exactly one of `schedule` and `every-ms`"),
+            ("[[triggers]]\nkind = \"cron\"\nevery-ms = 0\n", "every-ms must be > 0"),
+            ("[[triggers]]\nkind = \"kafka\"\nbrokers = \"b\"\ngroup = \"g\"\ntopics = []\n", "topics []"),
+            ("[[triggers]]\nkind = \"kafka\"\ntopics = [\"t\"]\ngroup = \"g\"\n", "brokers"),
+        ];
+        for (extra, expected) in cases {
+            let err = parse(&format!("{FULL}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(expected), "{extra}: {err}");
+        }
     }
 
     #[test]

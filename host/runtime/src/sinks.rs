@@ -79,9 +79,20 @@ impl Sinks {
     }
 
     /// Makes staged files visible, in order; returns what was written.
+    ///
+    /// A final name that already holds exactly the staged bytes is a replay of a batch made
+    /// durable before (a crash lost its acknowledgement): the staged copy is dropped and the
+    /// file counts as written. A final name holding other bytes is still an error.
     pub fn commit(&self, staged: &[(String, StagedFile)]) -> Result<Vec<WrittenFile>, FrameError> {
-        let files: Vec<StagedFile> = staged.iter().map(|(_, f)| f.clone()).collect();
-        commit_staged(&files)?;
+        let (replayed, fresh): (Vec<StagedFile>, Vec<StagedFile>) = staged
+            .iter()
+            .map(|(_, f)| f.clone())
+            .partition(|f| already_durable(f));
+        if !replayed.is_empty() {
+            tracing::info!(files = replayed.len(), "replayed batch: identical files are already durable");
+        }
+        discard_staged(&replayed);
+        commit_staged(&fresh)?;
         Ok(staged
             .iter()
             .map(|(sink, f)| WrittenFile { sink: sink.clone(), path: f.final_path.clone(), rows: f.rows, bytes: f.bytes })
@@ -147,6 +158,14 @@ impl Sinks {
     }
 }
 
+/// Whether `file`'s final name already holds the same bytes as its staged copy.
+fn already_durable(file: &StagedFile) -> bool {
+    match (std::fs::read(&file.final_path), std::fs::read(&file.temp_path)) {
+        (Ok(existing), Ok(staged)) => existing == staged,
+        _ => false,
+    }
+}
+
 fn sink_config(spec: &SinkSpec) -> SinkConfig {
     let defaults = SinkConfig::default();
     SinkConfig {
@@ -195,6 +214,29 @@ mod tests {
         let frame = sluice_frame::ingest::read_json_lines(&[], &Default::default()).unwrap().frame;
         let err = sinks.stage("nope", &frame, "x").unwrap_err().to_string();
         assert!(err.contains("unknown sink `nope`") && err.contains("out"), "{err}");
+    }
+
+    #[test]
+    fn a_replayed_identical_file_counts_as_durable_and_a_different_one_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let sinks = Sinks::resolve(root.path(), &spec("a")).unwrap();
+        let frame = |text: &str| {
+            let source = sluice_frame::ingest::JsonSource { name: "t", data: text.as_bytes(), first_line: 1 };
+            sluice_frame::ingest::read_json_lines(&[source], &Default::default()).unwrap().frame
+        };
+        let stage = |text: &str| -> Vec<(String, StagedFile)> {
+            let staged = sinks.stage("out", &frame(text), "k").unwrap();
+            staged.into_iter().map(|f| ("out".to_string(), f)).collect()
+        };
+        let first = sinks.commit(&stage("{\"x\":1}")).unwrap();
+        let replay = sinks.commit(&stage("{\"x\":1}")).unwrap();
+        assert_eq!(first, replay);
+        let different = stage("{\"x\":2}");
+        let err = sinks.commit(&different).unwrap_err().to_string();
+        assert!(err.contains("k-00000.parquet"), "{err}");
+        sinks.discard(&different);
+        let names: Vec<_> = std::fs::read_dir(root.path().join("a")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("k-00000.parquet")]);
     }
 
     #[test]
