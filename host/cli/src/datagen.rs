@@ -209,16 +209,16 @@ impl Company {
 }
 
 /// SplitMix64: tiny, fast, and fully specified, so the output never depends on a crate version.
-struct SplitMix64 {
+pub(crate) struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -227,7 +227,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
@@ -247,7 +247,7 @@ fn push_bool(buf: &mut Vec<u8>, value: bool) {
 
 /// Writes a non-negative `value` with exactly `decimals` digits after the point. Always printing
 /// the point keeps every reader's type inference on float.
-fn push_fixed(buf: &mut Vec<u8>, value: f64, decimals: u32) {
+pub(crate) fn push_fixed(buf: &mut Vec<u8>, value: f64, decimals: u32) {
     debug_assert!(value >= 0.0 && value.is_finite());
     let scale = 10u64.pow(decimals);
     let scaled = (value * scale as f64).round() as u64;
@@ -262,7 +262,7 @@ fn push_fixed(buf: &mut Vec<u8>, value: f64, decimals: u32) {
     }
 }
 
-fn push_u64(buf: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn push_u64(buf: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

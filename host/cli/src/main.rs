@@ -1,6 +1,7 @@
 //! `sluice`: run Wasm data handlers over files and streams through the host's
 //! native dataframe engine.
 
+mod accesslogs;
 mod build;
 mod datagen;
 mod render;
@@ -48,6 +49,9 @@ struct GenArgs {
     companies: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// `seed` (company metrics) or `access-logs` (web access logs, `--size-mb`, default 500).
+    #[arg(long, default_value = "seed", value_parser = ["seed", "access-logs"])]
+    dataset: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +73,15 @@ fn main() -> std::process::ExitCode {
 }
 
 fn generate(args: GenArgs) -> anyhow::Result<std::process::ExitCode> {
+    if args.dataset == "access-logs" {
+        if let Some(parent) = args.out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let bytes = args.size_mb.unwrap_or(500) * 1_000_000;
+        let made = accesslogs::write_access_logs(&args.out, bytes, args.seed)?;
+        eprintln!("wrote {} rows, {} to {}", made.rows, render::bytes(made.bytes), args.out.display());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let hours = match args.size_mb {
         Some(mb) => datagen::SeedSpec::with_target_bytes(mb * 1_000_000).hours,
         None => args.hours,

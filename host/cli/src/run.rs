@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Compile without the on-disk cache of compiled components.
     #[arg(long)]
     no_cache: bool,
+    /// Threads of the host's dataframe engine (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -51,6 +54,13 @@ fn parse_mode(text: &str) -> Result<FileMode, String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(threads) = args.threads {
+        anyhow::ensure!(threads > 0, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("cannot size the engine's thread pool")?;
+    }
     let manifest = Manifest::load(&args.function)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| Path::new("sluice-data").join(&manifest.name));
     let inputs = resolve_inputs(&args.input)?;

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Access-log benchmark jobs: convert (every field to zstd Parquet) and errors (filter + derive +
+group by), on sluice and on Polars and DuckDB, one process per run, same file, one table.
+
+Every Parquet file written is read back by pandas, Polars and DuckDB (a file only one of them can
+read is a failure), and sluice's errors aggregate must equal DuckDB's. Called by `bench/run`;
+see bench/README.md.
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas
+import polars
+
+from harness import REPO, run_measured
+
+PEER_SCRIPT = REPO / "bench" / "peers" / "access_jobs.py"
+FUNCTIONS = {"convert": "functions/access-convert", "errors": "functions/access-errors"}
+PEERS = ["polars", "duckdb"]
+
+
+def command(engine, job, args, out_dir, threads=None):
+    if engine == "sluice":
+        extra = ["--threads", str(threads)] if threads else []
+        return [str(args.sluice), "run", FUNCTIONS[job], "--input", str(args.input), "--data-dir", str(out_dir), *extra]
+    return [sys.executable, str(PEER_SCRIPT), "--engine", engine, "--job", job, "--input", str(args.input), "--out", str(out_dir)]
+
+
+def read_back(out_dir: Path):
+    """Rows of the Parquet written under out_dir, as read by pandas, Polars and DuckDB (must agree)."""
+    files = sorted(str(p) for p in out_dir.rglob("*.parquet"))
+    if not files:
+        raise ValueError(f"no Parquet under {out_dir}")
+    by_pandas = sum(len(pandas.read_parquet(f)) for f in files)
+    by_polars = polars.read_parquet(files).height
+    by_duckdb = duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchone()[0]
+    if not by_pandas == by_polars == by_duckdb:
+        raise ValueError(f"readers disagree on {out_dir}: pandas {by_pandas}, polars {by_polars}, duckdb {by_duckdb}")
+    return by_pandas, files
+
+
+def errors_table(files):
+    rows = duckdb.sql(
+        f"SELECT service, host, errors, latency_s_mean, latency_s_max, bytes_sum FROM read_parquet({files!r}) ORDER BY service, host"
+    ).fetchall()
+    return rows
+
+
+def same_rows(a, b):
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            if isinstance(u, float) or isinstance(v, float):
+                if not math.isclose(u, v, rel_tol=1e-9):
+                    return False
+            elif u != v:
+                return False
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--sluice", type=Path, default=REPO / "target" / "release" / "sluice")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
+    args = parser.parse_args()
+    megabytes = args.input.stat().st_size / 1e6
+    failed = False
+    lines = ["| job | engine | best s | MB/s | vs fastest peer | peak RSS MiB | rows out |", "|---|---|---|---|---|---|---|"]
+    for job in FUNCTIONS:
+        results = {}
+        tables = {}
+        for engine in ["sluice", *PEERS]:
+            best = None
+            for attempt in range(args.repeat):
+                out_dir = args.work / f"{job}-{engine}-{attempt}"
+                if out_dir.exists():
+                    for p in sorted(out_dir.rglob("*"), reverse=True):
+                        p.unlink() if p.is_file() else p.rmdir()
+                out_dir.mkdir(parents=True, exist_ok=True)
+                run = run_measured(command(engine, job, args, out_dir), args.work / f"{job}-{engine}-{attempt}")
+                if run.exit_code != 0:
+                    print(f"{engine} {job} failed ({run.exit_code}): {run.stderr[-2000:]}", file=sys.stderr)
+                    failed = True
+                    break
+                rows, files = read_back(out_dir)
+                if job == "errors":
+                    tables[engine] = errors_table(files)
+                if best is None or run.seconds < best[0].seconds:
+                    best = (run, rows)
+            results[engine] = best
+        if job == "errors" and "sluice" in tables and "duckdb" in tables and not same_rows(tables["sluice"], tables["duckdb"]):
+            print("MISMATCH: sluice's errors aggregate differs from DuckDB's", file=sys.stderr)
+            failed = True
+        peer_best = min((r[0].seconds for e, r in results.items() if e != "sluice" and r), default=None)
+        for engine, result in results.items():
+            if not result:
+                lines.append(f"| {job} | {engine} | failed | | | | |")
+                continue
+            run, rows = result
+            ratio = f"{peer_best / run.seconds:.2f}×" if peer_best else ""
+            lines.append(f"| {job} | {engine} | {run.seconds:.2f} | {megabytes / run.seconds:.0f} | {ratio} | {run.peak_rss_mib:.0f} | {rows} |")
+    print(f"input {args.input} ({megabytes:.0f} MB)")
+    print("\n".join(lines))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
