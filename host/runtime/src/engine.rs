@@ -90,7 +90,6 @@ pub struct Runtime {
     linker: Linker<InvocationState>,
     allocator: Allocator,
     cache: Option<ComponentCache>,
-    config: RuntimeConfig,
     _ticker: EpochTicker,
 }
 
@@ -123,15 +122,11 @@ impl Runtime {
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         let cache = config.cache_dir.clone().map(ComponentCache::new);
-        Ok(Runtime { engine, linker, allocator, cache, config, _ticker: ticker })
+        Ok(Runtime { engine, linker, allocator, cache, _ticker: ticker })
     }
 
     pub fn allocator(&self) -> Allocator {
         self.allocator
-    }
-
-    pub fn epoch_tick(&self) -> Duration {
-        self.config.epoch_tick
     }
 
     pub(crate) fn engine(&self) -> &Engine {

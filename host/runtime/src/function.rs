@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sluice_manifest::Limits;
 use tokio::sync::Semaphore;
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::batch::SharedBatch;
 use crate::bindings::{GuestError, HandlerPre, Outcome};
@@ -39,7 +39,6 @@ pub struct Function {
     engine: Engine,
     context: Arc<FunctionContext>,
     limits: Limits,
-    epoch_tick: Duration,
     hash: String,
     next_invocation: AtomicU64,
     instances: Semaphore,
@@ -53,7 +52,6 @@ impl Function {
             context: Arc::new(context),
             instances: Semaphore::new(limits.instances as usize),
             limits,
-            epoch_tick: runtime.epoch_tick(),
             hash: component.hash,
             next_invocation: AtomicU64::new(1),
         }
@@ -83,9 +81,13 @@ impl Function {
         let state = InvocationState::new(self.context.clone(), batch_key.to_string(), id, memory_limit);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let tick_ms = self.epoch_tick.as_millis().max(1) as u64;
-        store.set_epoch_deadline(self.limits.timeout_ms.div_ceil(tick_ms));
-        store.epoch_deadline_trap();
+        // Every epoch tick the guest yields to the executor, so a long handler shares the
+        // async worker threads with the triggers' accept loops; past its timeout it is stopped.
+        let deadline = started + Duration::from_millis(self.limits.timeout_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
 
         let span = tracing::info_span!("invoke", function = %self.context.name, invocation = id, batch = batch_key);
         let _entered = span.enter();
