@@ -145,3 +145,67 @@ fn kill_9_mid_stream_loses_nothing_and_bounds_duplicates() {
         "{duplicates} duplicates after {crashes} crashes; at most one round ({MAX_EVENTS} events) per crash"
     );
 }
+
+/// The partitions (`<topic>-p<partition>-…` in the file names) of the Parquet under `dir`.
+fn partitions_in(dir: &Path) -> std::collections::BTreeSet<String> {
+    sluice_e2e::parquet_files(dir)
+        .iter()
+        .filter_map(|file| {
+            let name = file.file_name()?.to_string_lossy().into_owned();
+            let start = name.find("-p")?;
+            let digits: String = name[start + 2..].chars().take_while(char::is_ascii_digit).collect();
+            Some(digits)
+        })
+        .collect()
+}
+
+#[test]
+fn two_serve_processes_in_one_group_split_the_partitions_and_the_survivor_takes_over() {
+    let broker = Broker::start();
+    broker.create_topic("scale", PARTITIONS as u32);
+    const MAX_EVENTS: usize = 100;
+    let work = tempfile::tempdir().unwrap();
+    let function = kafka_function(work.path(), &broker, "scale", MAX_EVENTS as u32);
+    // Two machines: each process writes to its own data directory.
+    let (data_a, data_b) = (work.path().join("data-a"), work.path().join("data-b"));
+    let (events_a, events_b) = (data_a.join("kafka-sink/events"), data_b.join("kafka-sink/events"));
+    let serve_a = Serve::start(&[&function], &data_a, free_port(), work.path().join("serve-a.log"));
+    let serve_b = Serve::start(&[&function], &data_b, free_port(), work.path().join("serve-b.log"));
+    let both_assigned = eventually(Duration::from_secs(60), || {
+        serve_a.log_text().contains("partitions assigned") && serve_b.log_text().contains("partitions assigned")
+    });
+    assert!(both_assigned, "a process got no partitions; logs:\n{}\n{}", serve_a.log_text(), serve_b.log_text());
+
+    const FIRST: i64 = 4_000;
+    broker.produce("scale", PARTITIONS, &bodies(0..FIRST));
+    let split = eventually(Duration::from_secs(90), || rows_in(&events_a) + rows_in(&events_b) >= FIRST as usize);
+    assert!(split, "{} + {} of {FIRST} rows", rows_in(&events_a), rows_in(&events_b));
+    let (owned_by_a, owned_by_b) = (partitions_in(&events_a), partitions_in(&events_b));
+    assert!(!owned_by_a.is_empty() && !owned_by_b.is_empty(), "one process read every partition: {owned_by_a:?} / {owned_by_b:?}");
+    assert!(owned_by_a.is_disjoint(&owned_by_b), "a partition was read by both: {owned_by_a:?} / {owned_by_b:?}");
+    let mut seen = ids_in(&events_a);
+    for (id, count) in ids_in(&events_b) {
+        *seen.entry(id).or_insert(0) += count;
+    }
+    assert_eq!(seen.len(), FIRST as usize);
+    assert!(seen.values().all(|&n| n == 1), "duplicates while both processes ran");
+
+    serve_a.kill();
+    const N: i64 = FIRST * 2;
+    broker.produce("scale", PARTITIONS, &bodies(FIRST..N));
+    let taken_over = eventually(Duration::from_secs(90), || {
+        let mut seen = ids_in(&events_a);
+        seen.extend(ids_in(&events_b));
+        seen.len() == N as usize
+    });
+    assert!(taken_over, "the survivor did not read the killed process's partitions; log:\n{}", serve_b.log_text());
+    assert!(serve_b.terminate(Duration::from_secs(30)));
+    let all_partitions: std::collections::BTreeSet<String> = (0..PARTITIONS).map(|p| p.to_string()).collect();
+    assert_eq!(partitions_in(&events_b), all_partitions, "the survivor did not take over every partition");
+    let mut seen = ids_in(&events_a);
+    for (id, count) in ids_in(&events_b) {
+        *seen.entry(id).or_insert(0) += count;
+    }
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    assert!(duplicates <= MAX_EVENTS, "{duplicates} duplicates after one kill; at most one round ({MAX_EVENTS} events)");
+}
