@@ -12,10 +12,6 @@ import math
 import sys
 from pathlib import Path
 
-import duckdb
-import pandas
-import polars
-
 from harness import REPO, run_measured
 
 PEER_SCRIPT = REPO / "bench" / "peers" / "access_jobs.py"
@@ -31,19 +27,28 @@ def command(engine, job, args, out_dir, threads=None):
 
 
 def read_back(out_dir: Path):
-    """Rows of the Parquet written under out_dir, as read by pandas, Polars and DuckDB (must agree)."""
+    """Rows of the Parquet written under out_dir, as read by pandas, Polars and DuckDB (must agree).
+
+    Called only after every measured run: a child's peak RSS starts from this process's size at
+    fork, so the readers must not be loaded (nor the files read) while engines are measured."""
+    import duckdb
+    import pandas
+    import polars
+
     files = sorted(str(p) for p in out_dir.rglob("*.parquet"))
     if not files:
         raise ValueError(f"no Parquet under {out_dir}")
     by_pandas = sum(len(pandas.read_parquet(f)) for f in files)
     by_polars = polars.read_parquet(files).height
-    by_duckdb = duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchone()[0]
+    by_duckdb = duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchall()[0][0]
     if not by_pandas == by_polars == by_duckdb:
         raise ValueError(f"readers disagree on {out_dir}: pandas {by_pandas}, polars {by_polars}, duckdb {by_duckdb}")
     return by_pandas, files
 
 
 def errors_table(files):
+    import duckdb
+
     rows = duckdb.sql(
         f"SELECT service, host, errors, latency_s_mean, latency_s_max, bytes_sum FROM read_parquet({files!r}) ORDER BY service, host"
     ).fetchall()
@@ -70,14 +75,14 @@ def main():
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
     args = parser.parse_args()
+    # Engines run with the repository as working directory.
+    args.input, args.sluice, args.work = args.input.resolve(), args.sluice.resolve(), args.work.resolve()
     megabytes = args.input.stat().st_size / 1e6
     failed = False
     lines = ["| job | engine | best s | MB/s | vs fastest peer | peak RSS MiB | rows out |", "|---|---|---|---|---|---|---|"]
+    measured = {}
     for job in FUNCTIONS:
-        results = {}
-        tables = {}
         for engine in ["sluice", *PEERS]:
-            best = None
             for attempt in range(args.repeat):
                 out_dir = args.work / f"{job}-{engine}-{attempt}"
                 if out_dir.exists():
@@ -89,12 +94,21 @@ def main():
                     print(f"{engine} {job} failed ({run.exit_code}): {run.stderr[-2000:]}", file=sys.stderr)
                     failed = True
                     break
-                rows, files = read_back(out_dir)
-                if job == "errors":
-                    tables[engine] = errors_table(files)
+                best = measured.get((job, engine))
                 if best is None or run.seconds < best[0].seconds:
-                    best = (run, rows)
-            results[engine] = best
+                    measured[(job, engine)] = (run, out_dir)
+    for job in FUNCTIONS:
+        tables = {}
+        results = {}
+        for engine in ["sluice", *PEERS]:
+            if (job, engine) not in measured:
+                results[engine] = None
+                continue
+            run, out_dir = measured[(job, engine)]
+            rows, files = read_back(out_dir)
+            if job == "errors":
+                tables[engine] = errors_table(files)
+            results[engine] = (run, rows)
         if job == "errors" and "sluice" in tables and "duckdb" in tables and not same_rows(tables["sluice"], tables["duckdb"]):
             print("MISMATCH: sluice's errors aggregate differs from DuckDB's", file=sys.stderr)
             failed = True

@@ -194,6 +194,22 @@ impl LazyFrame {
         }))))
     }
 
+    /// Streams the rows of a plan without group-by to `emit`, one wave of chunks at a time and all
+    /// with one schema, without keeping them; nothing is cached. `Ok(false)` when the frame is not
+    /// such a plan, or its chunks could not be streamed with one schema (then `emit` may have seen
+    /// some rows: the caller drops them and uses [`LazyFrame::collect`]).
+    pub fn stream_into(&self, emit: &mut dyn FnMut(&RecordBatch) -> Result<(), FrameError>) -> Result<bool, FrameError> {
+        let Some(plan) = self.pending().filter(|p| p.group_by.is_none()) else { return Ok(false) };
+        let mut options = plan.scan.options.clone();
+        if options.fields.is_none() {
+            options.fields = required_columns(plan);
+        }
+        if options.bad_lines == BadLinePolicy::Skip {
+            return Ok(false);
+        }
+        Ok(execute_streaming(plan, &options, false, Some(emit))?.is_some())
+    }
+
     /// The materialized frame: executes the plan on the first call, then returns the cached result.
     pub fn collect(&self) -> Result<Frame, FrameError> {
         match &self.0 {
@@ -404,7 +420,7 @@ fn execute(plan: &Plan) -> Result<Frame, FrameError> {
     if options.bad_lines == BadLinePolicy::Skip && !fully_declared {
         return execute_eagerly(plan, &options);
     }
-    match execute_streaming(plan, &options, fully_declared)? {
+    match execute_streaming(plan, &options, fully_declared, None)? {
         Some(frame) => Ok(frame),
         None => execute_eagerly(plan, &options),
     }
@@ -425,7 +441,16 @@ fn execute_eagerly(plan: &Plan, options: &ReadOptions) -> Result<Frame, FrameErr
 
 /// The streaming pass; `None` when chunks typed a column differently and the plan must be read
 /// in one pass instead (for the exact error line, or the single-pass types).
-fn execute_streaming(plan: &Plan, options: &ReadOptions, fully_declared: bool) -> Result<Option<Frame>, FrameError> {
+///
+/// With `emit`, the rows of a plan without group-by go to `emit` one wave at a time, all with the
+/// first wave's schema, instead of being collected (the returned frame is then empty); `None`
+/// also when a later wave's columns do not fit that schema.
+fn execute_streaming(
+    plan: &Plan,
+    options: &ReadOptions,
+    fully_declared: bool,
+    mut emit: Option<&mut dyn FnMut(&RecordBatch) -> Result<(), FrameError>>,
+) -> Result<Option<Frame>, FrameError> {
     let input = plan.scan.input.as_ref();
     let sources = input.sources();
     let chunks = chunks(&sources);
@@ -468,8 +493,30 @@ fn execute_streaming(plan: &Plan, options: &ReadOptions, fully_declared: bool) -
                 let Some(unified) = unify(&batches) else { return Ok(None) };
                 acc = Some(crate::groupby::group_by(&concat(unified)?, &g.keys, &s.merge)?);
             }
-            _ => parts.extend(batches),
+            _ => match emit.as_mut() {
+                Some(emit) => {
+                    // The first wave fixes the schema: an empty batch of it leads every later wave.
+                    batches.extend(parts.first().cloned());
+                    batches.rotate_right(parts.len().min(1));
+                    let Some(unified) = unify(&batches) else { return Ok(None) };
+                    let wave = concat(unified)?;
+                    if let Some(first) = parts.first()
+                        && first.schema() != wave.schema()
+                    {
+                        return Ok(None);
+                    }
+                    if parts.is_empty() {
+                        parts.push(wave.slice(0, 0));
+                    }
+                    emit(&wave)?;
+                }
+                None => parts.extend(batches),
+            },
         }
+    }
+    if emit.is_some() {
+        let _ = plan.scan.report.set(report);
+        return Ok(Some(Frame::new(RecordBatch::new_empty(parts[0].schema()))));
     }
     let batch = match (&plan.group_by, split) {
         (Some(g), Some(s)) => finish_group_by(acc.expect("at least one chunk"), g.keys.len(), &s)?,

@@ -27,4 +27,4 @@ pub use expr::{AggFn, BinaryOp, DType, Expr, Scalar};
 pub use frame::Frame;
 pub use lazy::{CHUNK_BYTES, LazyFrame, ScanInput, ScanReport};
 pub use ingest::{BadLine, BadLinePolicy, Ingested, JsonSource, ReadOptions, read_json_lines};
-pub use sink::{Compression, SinkConfig, StagedFile, commit_staged, discard_staged, write_staged};
+pub use sink::{Compression, SinkConfig, StagedFile, StagedStream, commit_staged, discard_staged, write_staged};

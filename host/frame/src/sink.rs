@@ -9,7 +9,13 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use parquet::arrow::ArrowWriter;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
+use parquet::file::writer::SerializedFileWriter;
+use rayon::prelude::*;
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -86,9 +92,7 @@ pub fn write_staged(frame: &Frame, dir: &Path, file_stem: &str, config: &SinkCon
         let final_path = dir.join(format!("{file_stem}-{n:05}.parquet"));
         let file = File::create(&temp_path).map_err(|e| FrameError::io("create", &temp_path, e))?;
         let result = (|| {
-            let mut writer = ArrowWriter::try_new(file, part.schema(), Some(props.clone()))?;
-            writer.write(&part)?;
-            let file = writer.into_inner()?;
+            let file = write_parallel(file, &part, &props, config.row_group_rows)?;
             file.sync_all().map_err(|e| FrameError::io("fsync", &temp_path, e))?;
             let bytes = file.metadata().map_err(|e| FrameError::io("stat", &temp_path, e))?.len();
             Ok::<_, FrameError>(bytes)
@@ -104,6 +108,133 @@ pub fn write_staged(frame: &Frame, dir: &Path, file_stem: &str, config: &SinkCon
     }
     tracing::debug!(dir = %dir.display(), files = staged.len(), rows, "staged parquet");
     Ok(staged)
+}
+
+/// Writes `batch` as one Parquet file, encoding the columns of each row group in parallel (the
+/// encoding, zstd included, is most of a write's cost); the Arrow schema is embedded as
+/// `ArrowWriter` does, so readers get the engine dtypes back.
+fn write_parallel(file: File, batch: &RecordBatch, props: &WriterProperties, row_group_rows: usize) -> Result<File, FrameError> {
+    let mut out = ParallelWriter::new(file, batch.schema(), props)?;
+    out.write(batch, row_group_rows)?;
+    Ok(out.writer.into_inner()?)
+}
+
+/// A Parquet file writer that encodes the column chunks of a row group in parallel.
+struct ParallelWriter {
+    writer: SerializedFileWriter<File>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: arrow::datatypes::SchemaRef,
+    row_groups: usize,
+}
+
+impl ParallelWriter {
+    fn new(file: File, schema: arrow::datatypes::SchemaRef, props: &WriterProperties) -> Result<ParallelWriter, FrameError> {
+        let mut props = props.clone();
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let props = Arc::new(props);
+        let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(props.coerce_types()).convert(&schema)?;
+        let writer = SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), props)?;
+        let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
+        Ok(ParallelWriter { writer, factory, schema, row_groups: 0 })
+    }
+
+    /// Appends `batch` (of this file's schema) as row groups of at most `row_group_rows` rows.
+    fn write(&mut self, batch: &RecordBatch, row_group_rows: usize) -> Result<(), FrameError> {
+        for offset in (0..batch.num_rows()).step_by(row_group_rows) {
+            let group = batch.slice(offset, row_group_rows.min(batch.num_rows() - offset));
+            let mut leaves = Vec::new();
+            for (field, column) in self.schema.fields().iter().zip(group.columns()) {
+                leaves.extend(compute_leaves(field, column)?);
+            }
+            let chunks: Vec<ArrowColumnChunk> = self
+                .factory
+                .create_column_writers(self.row_groups)?
+                .into_par_iter()
+                .zip(leaves)
+                .map(|(mut column_writer, leaf)| {
+                    column_writer.write(&leaf)?;
+                    column_writer.close()
+                })
+                .collect::<Result<_, _>>()?;
+            let mut row_group = self.writer.next_row_group()?;
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut row_group)?;
+            }
+            row_group.close()?;
+            self.row_groups += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Writes batches that arrive one after another (a streaming plan's output) as staged Parquet
+/// files, never holding more than one batch: each batch becomes one or more row groups, and a
+/// new file starts at `max_rows_per_file`. Files are named as by [`write_staged`].
+pub struct StagedStream {
+    dir: PathBuf,
+    file_stem: String,
+    config: SinkConfig,
+    props: WriterProperties,
+    open: Option<(ParallelWriter, StagedFile)>,
+    staged: Vec<StagedFile>,
+}
+
+impl StagedStream {
+    /// Prepares a stream into `dir` (created if missing); no file exists until rows arrive.
+    pub fn new(dir: &Path, file_stem: &str, config: &SinkConfig) -> Result<StagedStream, FrameError> {
+        let props = properties(config)?;
+        std::fs::create_dir_all(dir).map_err(|e| FrameError::io("create directory", dir, e))?;
+        Ok(StagedStream { dir: dir.to_path_buf(), file_stem: file_stem.to_string(), config: config.clone(), props, open: None, staged: Vec::new() })
+    }
+
+    /// Appends rows; every batch must have the schema of the first one.
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<(), FrameError> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.open.is_none() {
+                let n = self.staged.len();
+                let temp_path = self.dir.join(format!(".{}-{n:05}.parquet.tmp", self.file_stem));
+                let final_path = self.dir.join(format!("{}-{n:05}.parquet", self.file_stem));
+                let file = File::create(&temp_path).map_err(|e| FrameError::io("create", &temp_path, e))?;
+                let staged = StagedFile { temp_path, final_path, rows: 0, bytes: 0 };
+                self.open = Some((ParallelWriter::new(file, batch.schema(), &self.props)?, staged));
+            }
+            let (writer, staged) = self.open.as_mut().expect("opened above");
+            let room = self.config.max_rows_per_file.map_or(usize::MAX, |max| max - staged.rows as usize);
+            let part = batch.slice(offset, room.min(batch.num_rows() - offset));
+            writer.write(&part, self.config.row_group_rows)?;
+            staged.rows += part.num_rows() as u64;
+            offset += part.num_rows();
+            if Some(staged.rows as usize) == self.config.max_rows_per_file {
+                self.close_open()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close_open(&mut self) -> Result<(), FrameError> {
+        if let Some((writer, mut staged)) = self.open.take() {
+            let file = writer.writer.into_inner()?;
+            file.sync_all().map_err(|e| FrameError::io("fsync", &staged.temp_path, e))?;
+            staged.bytes = file.metadata().map_err(|e| FrameError::io("stat", &staged.temp_path, e))?.len();
+            self.staged.push(staged);
+        }
+        Ok(())
+    }
+
+    /// Closes and fsyncs the last file; the staged files wait for [`commit_staged`].
+    pub fn finish(mut self) -> Result<Vec<StagedFile>, FrameError> {
+        self.close_open()?;
+        Ok(std::mem::take(&mut self.staged))
+    }
+
+    /// Removes every file written so far.
+    pub fn discard(mut self) {
+        if let Some((_, staged)) = self.open.take() {
+            self.staged.push(staged);
+        }
+        discard_staged(&self.staged);
+    }
 }
 
 /// Makes staged files visible under their final names, then fsyncs their directories.

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sluice_frame::ingest::BadLine;
-use sluice_frame::sink::{Compression, SinkConfig, StagedFile, commit_staged, discard_staged, write_staged};
-use sluice_frame::{Frame, FrameError};
+use sluice_frame::sink::{Compression, SinkConfig, StagedFile, StagedStream, commit_staged, discard_staged, write_staged};
+use sluice_frame::{Frame, FrameError, LazyFrame};
 use sluice_manifest::{SinkCompression, SinkSpec, check_relative_path};
 
 use crate::error::LoadError;
@@ -66,16 +66,38 @@ impl Sinks {
         &self.root
     }
 
-    /// Writes `frame` to the sink `name` under temporary names.
-    pub fn stage(&self, name: &str, frame: &Frame, stem: &str) -> Result<Vec<StagedFile>, FrameError> {
-        let sink = self.sinks.get(name).ok_or_else(|| {
+    fn sink(&self, name: &str) -> Result<&ResolvedSink, FrameError> {
+        self.sinks.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
             FrameError::InvalidArgument(format!(
                 "unknown sink `{name}`; the manifest declares: {}",
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
-        })?;
+        })
+    }
+
+    /// Writes `frame` to the sink `name` under temporary names.
+    pub fn stage(&self, name: &str, frame: &Frame, stem: &str) -> Result<Vec<StagedFile>, FrameError> {
+        let sink = self.sink(name)?;
         write_staged(frame, &sink.dir, stem, &sink.config)
+    }
+
+    /// Streams a lazy frame's rows into the sink `name` without materializing them; `Ok(None)`
+    /// when the frame cannot be streamed (nothing stays behind; write it with [`Sinks::stage`]).
+    pub fn stage_stream(&self, name: &str, frame: &LazyFrame, stem: &str) -> Result<Option<Vec<StagedFile>>, FrameError> {
+        let sink = self.sink(name)?;
+        let mut stream = StagedStream::new(&sink.dir, stem, &sink.config)?;
+        match frame.stream_into(&mut |batch| stream.push(batch)) {
+            Ok(true) => Ok(Some(stream.finish()?)),
+            Ok(false) => {
+                stream.discard();
+                Ok(None)
+            }
+            Err(error) => {
+                stream.discard();
+                Err(error)
+            }
+        }
     }
 
     /// Makes staged files visible, in order; returns what was written.

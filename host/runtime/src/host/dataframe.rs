@@ -228,15 +228,26 @@ impl dataframe::HostFrame for InvocationState {
         Ok(self.table.get(&frame)?.collect().and_then(|f| f.to_json_lines()).map_err(GuestError::from))
     }
 
+    /// A plan without group-by streams into the sink; anything else is materialized first.
     fn write(&mut self, frame: Resource<LazyFrame>, sink: String) -> GuestResult<WriteStats> {
-        let frame = match self.collect(&frame)? {
-            Ok(frame) => frame,
-            Err(error) => return Ok(Err(error)),
-        };
         let stem = format!("{}-{}-w{}", self.function.name, self.batch_key, self.staged.len());
-        let files = match self.function.sinks.stage(&sink, &frame, &stem) {
-            Ok(files) => files,
+        let lazy = self.frame(&frame)?;
+        let streamed = match self.function.sinks.stage_stream(&sink, &lazy, &stem) {
+            Ok(streamed) => streamed,
             Err(error) => return Ok(Err(error.into())),
+        };
+        let files = match streamed {
+            Some(files) => files,
+            None => {
+                let frame = match self.collect(&frame)? {
+                    Ok(frame) => frame,
+                    Err(error) => return Ok(Err(error)),
+                };
+                match self.function.sinks.stage(&sink, &frame, &stem) {
+                    Ok(files) => files,
+                    Err(error) => return Ok(Err(error.into())),
+                }
+            }
         };
         let stats = WriteStats {
             rows: files.iter().map(|f| f.rows).sum(),
