@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Kafka benchmark harness: one nisshi broker, one topic filled once with the seed job's JSON
+lines, then three consumers of the whole topic, one at a time, each in its own consumer group:
+
+- drain:  a bare rdkafka consumer that only reads (host/triggers/examples/kafka_drain.rs), the
+          ceiling this broker and machine allow;
+- sluice: `sluice serve` with functions/log-aggregator's component behind a kafka trigger
+          (batch -> per-company aggregate -> zstd Parquet, offsets committed once durable);
+- python: the seed's baseline, confluent-kafka + json + pandas + Parquet, the same batches
+          (bench/peers/kafka_consumer.py).
+
+Each is timed from process spawn until every message is consumed: drain and python exit then;
+sluice keeps serving, so its group's committed offsets are polled until they reach the end of
+every partition. Called by bench/kafka, which builds and installs what this needs.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+REPO = Path(__file__).resolve().parent.parent
+TOPIC = "bench-metrics"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, within: float):
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench/kafka: the broker did not listen on {port} within {within}s")
+            time.sleep(0.05)
+
+
+def start_broker(nisshi: Path, port: int, log: Path) -> subprocess.Popen:
+    url = f"tcp://127.0.0.1:{port}"
+    broker = subprocess.Popen(
+        [str(nisshi), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://nisshi/", "--group-initial-rebalance-delay", "0s"],
+        stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
+    )
+    wait_for_port(port, 30)
+    return broker
+
+
+def fill_topic(nisshi: Path, brokers: str, source: Path, messages: int, partitions: int) -> int:
+    subprocess.run([str(nisshi), "topic", "create", "--broker", f"tcp://{brokers}",
+                    "--partitions", str(partitions), TOPIC], check=True, stdout=subprocess.DEVNULL)
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "batch.size": 1 << 20})
+    payload_bytes = 0
+    with open(source, "rb") as lines:
+        for index in range(messages):
+            line = lines.readline().rstrip(b"\n")
+            if not line:
+                raise SystemExit(f"bench/kafka: {source} holds fewer than {messages} lines")
+            payload_bytes += len(line)
+            while True:
+                try:
+                    producer.produce(TOPIC, line, partition=index % partitions)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+    if producer.flush(120) != 0:
+        raise SystemExit("bench/kafka: the broker did not acknowledge every message")
+    return payload_bytes
+
+
+def run_to_exit(command, log: Path) -> dict:
+    started = time.perf_counter()
+    finished = subprocess.run(command, stdout=subprocess.PIPE, stderr=open(log, "wb"), cwd=REPO)
+    seconds = time.perf_counter() - started
+    if finished.returncode != 0:
+        raise SystemExit(f"bench/kafka: {command[0]} failed ({finished.returncode}); see {log}")
+    reported = json.loads(finished.stdout.decode().strip().splitlines()[-1])
+    return {"seconds": seconds, "messages": reported["messages"], "bytes": reported["bytes"]}
+
+
+def committed_total(brokers: str, group: str, partitions: int) -> int:
+    probe = Consumer({"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = probe.committed([TopicPartition(TOPIC, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        probe.close()
+
+
+def run_sluice(sluice: Path, brokers: str, messages: int, partitions: int, batch: int,
+               instances: int, work: Path) -> float:
+    group = f"bench-sluice-{batch}-{instances}"
+    function = work / f"sluice-{batch}-{instances}"
+    function.mkdir()
+    component = REPO / "target/wasm/wasm32-wasip2/release/log_aggregator.wasm"
+    (function / "sluice.toml").write_text(f"""name = "log-aggregator"
+component = "{component}"
+
+[config]
+top = "10"
+sink = "metrics"
+
+[[triggers]]
+kind = "kafka"
+brokers = "{brokers}"
+topics = ["{TOPIC}"]
+group = "{group}"
+
+[batching]
+max-events = {batch}
+max-wait-ms = 500
+
+[sinks.metrics]
+path = "metrics"
+compression = "zstd"
+zstd-level = 3
+
+[limits]
+memory-mb = 512
+timeout-ms = 600000
+instances = {instances}
+""")
+    log = work / f"sluice-{batch}-{instances}.log"
+    started = time.perf_counter()
+    serve = subprocess.Popen(
+        [str(sluice), "serve", "--function", str(function), "--data-dir", str(work / f"data-{batch}-{instances}"),
+         "--http-listen", f"127.0.0.1:{free_port()}"],
+        stdout=subprocess.DEVNULL, stderr=open(log, "wb"), cwd=REPO,
+    )
+    try:
+        while committed_total(brokers, group, partitions) < messages:
+            if serve.poll() is not None:
+                raise SystemExit(f"bench/kafka: sluice serve exited ({serve.returncode}); see {log}")
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+    return seconds
+
+
+def rate(row) -> str:
+    return f"{row['bytes'] / row['seconds'] / 1e6:.1f} MB/s, {row['messages'] / row['seconds']:,.0f} msg/s"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", type=Path, required=True, help="JSON lines to produce, one message each")
+    parser.add_argument("--messages", type=int, required=True)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=10_000, help="messages per handler call / pandas batch")
+    parser.add_argument("--sweep", action="store_true", help="also run sluice at other batch sizes and instance counts")
+    parser.add_argument("--sluice", type=Path, required=True)
+    parser.add_argument("--drain", type=Path, required=True)
+    parser.add_argument("--nisshi", type=Path, required=True)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="sluice-kafka-bench-"))
+    port = free_port()
+    brokers = f"127.0.0.1:{port}"
+    broker = start_broker(args.nisshi, port, work / "nisshi.log")
+    try:
+        print(f"== producing {args.messages:,} messages over {args.partitions} partitions")
+        payload_bytes = fill_topic(args.nisshi, brokers, args.input, args.messages, args.partitions)
+        results = {}
+        print("== drain (bare rdkafka)")
+        results["drain"] = run_to_exit([str(args.drain), brokers, TOPIC, str(args.messages)], work / "drain.log")
+        print("== sluice")
+        seconds = run_sluice(args.sluice, brokers, args.messages, args.partitions, args.batch, 2, work)
+        results["sluice"] = {"seconds": seconds, "messages": args.messages, "bytes": payload_bytes}
+        print("== python (confluent-kafka + json + pandas + Parquet)")
+        results["python"] = run_to_exit(
+            [os.environ.get("PYTHON", "python3"), str(REPO / "bench/peers/kafka_consumer.py"), brokers, TOPIC,
+             "bench-python", str(args.messages), str(args.batch), str(work / "python-out")],
+            work / "python.log",
+        )
+        sweep = []
+        if args.sweep:
+            for batch, instances in [(1_000, 2), (50_000, 2), (args.batch, 1), (args.batch, 4)]:
+                print(f"== sluice, batch {batch}, {instances} instance(s)")
+                seconds = run_sluice(args.sluice, brokers, args.messages, args.partitions, batch, instances, work)
+                sweep.append((batch, instances, {"seconds": seconds, "messages": args.messages, "bytes": payload_bytes}))
+    finally:
+        broker.terminate()
+        broker.wait(30)
+
+    for name, row in results.items():
+        if row["messages"] != args.messages:
+            raise SystemExit(f"bench/kafka: {name} read {row['messages']} of {args.messages} messages")
+    sluice, drain, python = results["sluice"], results["drain"], results["python"]
+    lines = [
+        f"# Kafka -> handler -> Parquet, {datetime.date.today()}",
+        "",
+        f"- machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}",
+        f"- broker: nisshi (memory storage) on loopback; topic of {args.messages:,} seed-job JSON lines "
+        f"({payload_bytes / 1e6:.1f} MB payload) over {args.partitions} partitions",
+        f"- batches of {args.batch:,} messages; each engine timed from spawn until every message is consumed "
+        "(sluice and python: aggregated, written as zstd Parquet and committed)",
+        "",
+        "| engine | seconds | MB/s | messages/s | vs drain | vs python |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in [("drain (bare rdkafka)", drain), ("sluice (2 instances)", sluice), ("python (confluent-kafka + pandas)", python)]:
+        lines.append(
+            f"| {name} | {row['seconds']:.2f} | {row['bytes'] / row['seconds'] / 1e6:.1f} | "
+            f"{row['messages'] / row['seconds']:,.0f} | {drain['seconds'] / row['seconds']:.2f} | "
+            f"{python['seconds'] / row['seconds']:.2f} |"
+        )
+    if sweep:
+        lines += ["", "sluice at other batch sizes and instance counts:", "",
+                  "| max-events | instances | seconds | MB/s | messages/s | vs drain |", "|---:|---:|---:|---:|---:|---:|"]
+        for batch, instances, row in sweep:
+            lines.append(f"| {batch:,} | {instances} | {row['seconds']:.2f} | {row['bytes'] / row['seconds'] / 1e6:.1f} | "
+                         f"{row['messages'] / row['seconds']:,.0f} | {drain['seconds'] / row['seconds']:.2f} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    out = REPO / "bench/results" / f"kafka-{datetime.date.today()}.md"
+    out.write_text(report)
+    print(f"written to {out.relative_to(REPO)}; work files in {work}")
+
+
+if __name__ == "__main__":
+    main()
