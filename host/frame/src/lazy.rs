@@ -727,6 +727,23 @@ mod tests {
     }
 
     #[test]
+    fn streaming_into_a_sink_sees_every_row_once_with_one_schema() {
+        let bytes = data(None);
+        let eager = read_json_lines(&[JsonSource { name: "in.jsonl", data: &bytes, first_line: 1 }], &ReadOptions::default())
+            .unwrap()
+            .frame;
+        let (lazy, _) = scan(bytes, ReadOptions::default());
+        let mut batches = Vec::new();
+        assert!(lazy.stream_into(&mut |b| Ok(batches.push(b.clone()))).unwrap());
+        assert!(!batches.is_empty() && batches.iter().all(|b| b.schema() == batches[0].schema()));
+        let all = concat(batches).unwrap();
+        assert_close(&Frame::new(all), &eager);
+        assert_eq!(lazy.scan_report().unwrap().rows, eager.num_rows() as u64);
+        let grouped = lazy.group_by(&["k".into()], &[Expr::CountRows]).unwrap();
+        assert!(!grouped.stream_into(&mut |_| Ok(())).unwrap(), "a group-by is collected, not streamed");
+    }
+
+    #[test]
     fn errors_name_the_exact_line_in_late_chunks() {
         let bad = 70_000;
         let declared = ReadOptions {

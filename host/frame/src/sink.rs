@@ -321,6 +321,28 @@ mod tests {
     }
 
     #[test]
+    fn streamed_batches_roll_files_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = frame(2500);
+        let config = SinkConfig { row_group_rows: 400, max_rows_per_file: Some(1000), ..Default::default() };
+        let mut stream = StagedStream::new(dir.path(), "s", &config).unwrap();
+        for (offset, len) in [(0, 700), (700, 1100), (1800, 700)] {
+            stream.push(&f.record_batch().slice(offset, len)).unwrap();
+        }
+        let staged = stream.finish().unwrap();
+        assert_eq!(staged.iter().map(|s| s.rows).collect::<Vec<_>>(), [1000, 1000, 500]);
+        let parts: Vec<RecordBatch> = staged.iter().map(|s| read(&s.temp_path)).collect();
+        let back = arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
+        assert_eq!(&back, f.record_batch());
+
+        let mut stream = StagedStream::new(dir.path(), "d", &config).unwrap();
+        stream.push(&f.record_batch().slice(0, 10)).unwrap();
+        stream.discard();
+        assert!(!dir.path().join(".d-00000.parquet.tmp").exists());
+        assert!(StagedStream::new(dir.path(), "e", &config).unwrap().finish().unwrap().is_empty());
+    }
+
+    #[test]
     fn snappy_and_uncompressed_work() {
         let dir = tempfile::tempdir().unwrap();
         for (i, c) in [Compression::Snappy, Compression::None].into_iter().enumerate() {
