@@ -79,13 +79,17 @@ impl MappedFile {
         self.map.as_deref().unwrap_or(&[])
     }
 
-    /// Advises the kernel that `range` is not needed: its pages leave the resident set. Only
-    /// whole pages inside the range are released (the mapping starts page-aligned).
+    /// Advises the kernel that `range` is not needed: its pages leave the resident set.
+    ///
+    /// The page cache may hold a file in large folios (up to 2 MiB), which stay mapped unless a
+    /// release covers them whole, so the range is widened down to a 2 MiB boundary at its start
+    /// (bytes before it were parsed already, or are refaulted by a parser still on them) and cut
+    /// to one at its end (the next release covers the rest).
     pub fn release(&self, range: Range<usize>) {
-        const PAGE: usize = 4096;
+        const FOLIO: usize = 2 << 20;
         let Some(map) = &self.map else { return };
-        let start = range.start.next_multiple_of(PAGE);
-        let end = if range.end >= map.len() { map.len() } else { range.end / PAGE * PAGE };
+        let start = range.start / FOLIO * FOLIO;
+        let end = if range.end >= map.len() { map.len() } else { range.end / FOLIO * FOLIO };
         if end <= start {
             return;
         }
