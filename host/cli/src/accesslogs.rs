@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::datagen::{Generated, SplitMix64, push_fixed, push_u64};
+use crate::datagen::{Generated, RowWriter, SplitMix64, push_fixed, push_u64};
 
 /// 2024-01-01T00:00:00Z.
 const START_MS: u64 = 1_704_067_200_000;
@@ -33,7 +33,6 @@ const AGENTS: [&str; 4] = [
     "curl/8.4.0",
     "Go-http-client/2.0",
 ];
-const CHUNK_BYTES: usize = 1 << 20;
 
 /// Writes about `target_bytes` of access logs to `path`; rows are in time order, 1 to 4 ms apart.
 pub fn write_access_logs(path: &Path, target_bytes: u64, seed: u64) -> io::Result<Generated> {
@@ -45,22 +44,14 @@ pub fn write_access_logs(path: &Path, target_bytes: u64, seed: u64) -> io::Resul
 
 fn generate<W: Write>(out: &mut W, target_bytes: u64, seed: u64) -> io::Result<Generated> {
     let mut rng = SplitMix64::new(seed);
-    let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1024);
-    let mut generated = Generated { rows: 0, bytes: 0 };
+    let mut rows = RowWriter::new(out);
     let mut ts = START_MS;
-    while generated.bytes + (chunk.len() as u64) < target_bytes {
+    while rows.bytes() < target_bytes {
         ts += 1 + rng.next_u64() % 4;
-        write_row(&mut chunk, &mut rng, ts);
-        generated.rows += 1;
-        if chunk.len() >= CHUNK_BYTES {
-            out.write_all(&chunk)?;
-            generated.bytes += chunk.len() as u64;
-            chunk.clear();
-        }
+        write_row(rows.buffer(), &mut rng, ts);
+        rows.row_done()?;
     }
-    out.write_all(&chunk)?;
-    generated.bytes += chunk.len() as u64;
-    Ok(generated)
+    rows.finish()
 }
 
 fn pick<'a>(rng: &mut SplitMix64, from: &[&'a str]) -> &'a str {

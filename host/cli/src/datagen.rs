@@ -100,26 +100,63 @@ pub fn write_seed_dataset(path: &Path, spec: &SeedSpec) -> io::Result<Generated>
 fn generate<W: Write>(out: &mut W, spec: &SeedSpec) -> io::Result<Generated> {
     let mut rng = SplitMix64::new(spec.seed);
     let companies = profiles(spec, &mut rng);
-    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + 1024);
-    let mut generated = Generated { rows: 0, bytes: 0 };
+    let mut rows = RowWriter::new(out);
 
     for tick in 0..spec.ticks() {
         let timestamp = spec.start_ms + tick as i64 * INTERVAL_MS;
         // Position in the day drives the daily load cycle.
         let day_angle = std::f64::consts::TAU * timestamp.rem_euclid(DAY_MS) as f64 / DAY_MS as f64;
         for company in &companies {
-            company.write_row(&mut chunk, &mut rng, day_angle, timestamp);
-            generated.rows += 1;
-            if chunk.len() >= CHUNK_BYTES {
-                out.write_all(&chunk)?;
-                generated.bytes += chunk.len() as u64;
-                chunk.clear();
-            }
+            company.write_row(rows.buffer(), &mut rng, day_angle, timestamp);
+            rows.row_done()?;
         }
     }
-    out.write_all(&chunk)?;
-    generated.bytes += chunk.len() as u64;
-    Ok(generated)
+    rows.finish()
+}
+
+/// Buffers generated rows and writes them out in chunks of about `CHUNK_BYTES`, counting
+/// rows and bytes as it goes; shared by every dataset generator.
+pub(crate) struct RowWriter<'a, W: Write> {
+    out: &'a mut W,
+    chunk: Vec<u8>,
+    generated: Generated,
+}
+
+impl<'a, W: Write> RowWriter<'a, W> {
+    pub(crate) fn new(out: &'a mut W) -> Self {
+        RowWriter { out, chunk: Vec::with_capacity(CHUNK_BYTES + 1024), generated: Generated { rows: 0, bytes: 0 } }
+    }
+
+    /// Where the next row is appended.
+    pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.chunk
+    }
+
+    /// Bytes written so far, including those still buffered.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.generated.bytes + self.chunk.len() as u64
+    }
+
+    /// Counts the row just appended and flushes a full chunk.
+    pub(crate) fn row_done(&mut self) -> io::Result<()> {
+        self.generated.rows += 1;
+        if self.chunk.len() >= CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> io::Result<Generated> {
+        self.flush()?;
+        Ok(self.generated)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.chunk)?;
+        self.generated.bytes += self.chunk.len() as u64;
+        self.chunk.clear();
+        Ok(())
+    }
 }
 
 /// A company's fixed character: its own base load, so per-company statistics differ and the top
