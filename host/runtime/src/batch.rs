@@ -40,6 +40,17 @@ impl EventMeta {
         }
     }
 
+    /// Where the event came from and its position there, as dead-letter records name them:
+    /// a file and line, a topic/partition and offset, a request, a cron tick.
+    pub fn dead_letter_position(&self) -> (String, u64) {
+        match self {
+            EventMeta::File { path, line } => (path.clone(), *line),
+            EventMeta::Kafka { topic, partition, offset, .. } => (format!("kafka:{topic}/{partition}"), *offset as u64),
+            EventMeta::Http { method, path, .. } => (format!("http:{method} {path}"), 0),
+            EventMeta::Cron { scheduled_ms } => ("cron".to_string(), *scheduled_ms as u64),
+        }
+    }
+
     fn first_line(&self) -> u64 {
         match self {
             EventMeta::File { line, .. } => *line,
@@ -248,13 +259,6 @@ impl Batch {
         {
             span.file.release(span.range.start + range.start..span.range.start + range.end.min(span.range.len()));
         }
-    }
-
-    /// The raw bytes of every event, one per line, for the dead-letter file of a failed batch.
-    pub fn lines_for_dead_letter(&self) -> Vec<(EventMeta, &[u8])> {
-        (0..self.len())
-            .filter_map(|i| Some((self.meta(i)?, self.body(i)?)))
-            .collect()
     }
 }
 

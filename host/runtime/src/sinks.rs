@@ -12,6 +12,7 @@ use sluice_frame::sink::{Compression, SinkConfig, StagedFile, StagedStream, comm
 use sluice_frame::{Frame, FrameError, LazyFrame};
 use sluice_manifest::{SinkCompression, SinkSpec, check_relative_path};
 
+use crate::batch::Batch;
 use crate::error::LoadError;
 
 /// Directory (under the data root) that receives lines and events that could not be handled.
@@ -141,19 +142,15 @@ impl Sinks {
     }
 
     /// Writes the events of a failed batch, with the error, to `_dead_letter/<key>.failed.jsonl`.
-    pub fn dead_letter_events<'a>(
-        &self,
-        key: &str,
-        error: &str,
-        events: impl Iterator<Item = (String, u64, &'a [u8])>,
-    ) -> std::io::Result<PathBuf> {
-        let records = events.map(|(source, line, body)| {
-            serde_json::json!({
+    pub fn dead_letter_batch(&self, key: &str, error: &str, batch: &Batch) -> std::io::Result<PathBuf> {
+        let records = (0..batch.len()).filter_map(|i| {
+            let (source, line) = batch.meta(i)?.dead_letter_position();
+            Some(serde_json::json!({
                 "source": source,
                 "line": line,
                 "error": error,
-                "text": String::from_utf8_lossy(body),
-            })
+                "text": String::from_utf8_lossy(batch.body(i)?),
+            }))
         });
         self.write_dead_letter(&format!("{key}.failed.jsonl"), records)
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_manifest::Retry;
-use sluice_runtime::{EventMeta, Function, InvokeError, Invocation, SharedBatch};
+use sluice_runtime::{Function, InvokeError, Invocation, SharedBatch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -86,24 +86,9 @@ pub async fn deliver(
 }
 
 fn dead_letter(function: &Function, batch: &SharedBatch, key: &str, error: InvokeError) -> Result<Delivered, DeliveryError> {
-    let events = batch.lines_for_dead_letter();
-    let records = events.iter().map(|(meta, body)| {
-        let (source, position) = source_and_position(meta);
-        (source, position, *body)
-    });
-    match function.sinks().dead_letter_events(key, &error.to_string(), records) {
+    match function.sinks().dead_letter_batch(key, &error.to_string(), batch) {
         Ok(path) => Ok(Delivered::DeadLettered { error, path }),
         Err(io) => Err(DeliveryError { key: key.to_string(), error, io }),
-    }
-}
-
-/// Where an event came from and its position there, as dead-letter records name them.
-fn source_and_position(meta: &EventMeta) -> (String, u64) {
-    match meta {
-        EventMeta::File { path, line } => (path.clone(), *line),
-        EventMeta::Kafka { topic, partition, offset, .. } => (format!("kafka:{topic}/{partition}"), *offset as u64),
-        EventMeta::Http { method, path, .. } => (format!("http:{method} {path}"), 0),
-        EventMeta::Cron { scheduled_ms } => ("cron".to_string(), *scheduled_ms as u64),
     }
 }
 

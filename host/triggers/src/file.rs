@@ -6,11 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sluice_frame::ingest::BadLinePolicy;
 use sluice_manifest::{BadLines, Batching, FileMode};
 use sluice_runtime::{Batch, FileSpan, Function, InvokeError, MappedFile, Reply, WrittenFile};
+
+use crate::delivery::process_unique_suffix;
 
 /// Why a file run could not start or was stopped.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +126,8 @@ impl FileTrigger {
                     .map_err(|source| FileRunError::Read { path: path.clone(), source })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let run_id = run_id();
+        // Distinguishes the files of this run from those of any earlier run of the same input.
+        let run_id = process_unique_suffix();
         let batches: Vec<(String, Vec<FileSpan>)> = match self.mode {
             FileMode::Whole => vec![(format!("{run_id}-all"), files.iter().cloned().map(FileSpan::whole).collect())],
             FileMode::Chunked => self.chunks(&files, &run_id),
@@ -201,15 +204,7 @@ fn is_bad_line(error: &InvokeError) -> bool {
 
 /// Keeps the events of a failed batch, with the error, so nothing accepted is lost.
 fn dead_letter_batch(function: &Function, key: &str, batch: &Batch, error: &InvokeError) -> Option<PathBuf> {
-    let events = batch.lines_for_dead_letter();
-    let records = events.iter().map(|(meta, body)| {
-        let (source, line) = match meta {
-            sluice_runtime::EventMeta::File { path, line } => (path.clone(), *line),
-            other => (format!("{other:?}"), 0),
-        };
-        (source, line, *body)
-    });
-    match function.sinks().dead_letter_events(key, &error.to_string(), records) {
+    match function.sinks().dead_letter_batch(key, &error.to_string(), batch) {
         Ok(path) => Some(path),
         Err(io) => {
             tracing::error!(batch = key, %io, "cannot write the dead-letter file of a failed batch");
@@ -218,11 +213,6 @@ fn dead_letter_batch(function: &Function, key: &str, batch: &Batch, error: &Invo
     }
 }
 
-/// Distinguishes the files of one run from those of any earlier run of the same input.
-fn run_id() -> String {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    format!("r{ms}-{}", std::process::id())
-}
 
 #[cfg(test)]
 mod tests {
