@@ -9,6 +9,7 @@ use arrow::array::Int64Array;
 use sluice_e2e::streams::function_dir;
 use sluice_e2e::{read_parquet, runtime};
 use sluice_manifest::Manifest;
+use sluice_runtime::FunctionSlot;
 use sluice_triggers::{CronSchedule, CronStats, RetryPolicy, ShutdownSignal, run_cron};
 
 /// Runs the function at `dir` every `every_ms` for `run_for`; returns the stats and the
@@ -16,7 +17,7 @@ use sluice_triggers::{CronSchedule, CronStats, RetryPolicy, ShutdownSignal, run_
 async fn run_for(dir: &std::path::Path, every_ms: u64, run_for: Duration) -> (Arc<CronStats>, Vec<i64>) {
     let manifest = Manifest::load(dir).unwrap();
     let data = dir.join("data");
-    let function = Arc::new(runtime().load_function(&manifest, &data).unwrap());
+    let function = FunctionSlot::new(Arc::new(runtime().load_function(&manifest, &data).unwrap()));
     let schedule = CronSchedule::Every(Duration::from_millis(every_ms));
     let retry = RetryPolicy::from(&manifest.retry);
     let stats = Arc::new(CronStats::default());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sluice_manifest::{Manifest, TriggerSpec};
-use sluice_runtime::{Function, Runtime, RuntimeConfig};
+use sluice_runtime::{FunctionSlot, Runtime, RuntimeConfig};
 use sluice_triggers::{
     BatchLimits, CronSchedule, CronStats, HttpFunction, KafkaSource, RetryPolicy, Shutdown, ShutdownSignal,
     http_router, run_cron,
@@ -81,16 +81,16 @@ async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn load(runtime: &Runtime, manifest: &Manifest, data_root: &Path) -> anyhow::Result<Arc<Function>> {
+fn load(runtime: &Runtime, manifest: &Manifest, data_root: &Path) -> anyhow::Result<Arc<FunctionSlot>> {
     let function = runtime
         .load_function(manifest, data_root)
         .with_context(|| format!("loading {}", manifest.component_path().display()))?;
-    Ok(Arc::new(function))
+    Ok(FunctionSlot::new(Arc::new(function)))
 }
 
 fn start_triggers(
     manifest: &Manifest,
-    function: &Arc<Function>,
+    function: &Arc<FunctionSlot>,
     shutdown: &Shutdown,
     triggers: &mut JoinSet<anyhow::Result<()>>,
     served_over_http: &mut Vec<HttpFunction>,

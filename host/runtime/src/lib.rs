@@ -13,6 +13,7 @@ mod error;
 mod function;
 mod host;
 mod sinks;
+mod slot;
 mod state;
 
 pub use batch::{Batch, EventMeta, FileSpan, MappedFile, Message, SharedBatch, TriggerKind};
@@ -22,3 +23,4 @@ pub use engine::{Allocator, HandlerComponent, Runtime, RuntimeConfig};
 pub use error::{InvokeError, LoadError};
 pub use function::{Function, Invocation};
 pub use sinks::{DEAD_LETTER_DIR, Sinks, WrittenFile};
+pub use slot::FunctionSlot;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sluice_frame::ingest::BadLinePolicy;
 use sluice_manifest::CronTrigger;
-use sluice_runtime::{Batch, EventMeta, Function, Message, TriggerKind};
+use sluice_runtime::{Batch, EventMeta, Function, FunctionSlot, Message, TriggerKind};
 
 use crate::Shutdown;
 use crate::delivery::{Delivered, RetryPolicy, deliver};
@@ -66,7 +66,7 @@ pub struct CronStats {
 
 /// Fires `function` on `schedule` until `shutdown`, then waits for the run in progress.
 pub async fn run_cron(
-    function: Arc<Function>,
+    function: Arc<FunctionSlot>,
     schedule: CronSchedule,
     retry: RetryPolicy,
     stats: Arc<CronStats>,
@@ -95,7 +95,7 @@ pub async fn run_cron(
             continue;
         }
         stats.runs.fetch_add(1, Ordering::Relaxed);
-        let (function, stats, running) = (function.clone(), stats.clone(), running.clone());
+        let (function, stats, running) = (function.current(), stats.clone(), running.clone());
         current = Some(tokio::spawn(async move {
             fire(&function, tick, &retry, &stats).await;
             running.store(false, Ordering::Release);

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use sluice_frame::ingest::BadLinePolicy;
 use sluice_manifest::{HttpMode, HttpTrigger};
-use sluice_runtime::{Batch, EventMeta, Function, InvokeError, Message, Reply, TriggerKind};
+use sluice_runtime::{Batch, EventMeta, Function, FunctionSlot, InvokeError, Message, Reply, TriggerKind};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::batcher::{Accumulator, BatchLimits};
@@ -29,7 +29,7 @@ const RETRY_AFTER_SECONDS: &str = "1";
 
 /// One function served over HTTP.
 pub struct HttpFunction {
-    pub function: Arc<Function>,
+    pub function: Arc<FunctionSlot>,
     pub spec: HttpTrigger,
     pub limits: BatchLimits,
     /// Invocations at once (the manifest's `instances`).
@@ -58,7 +58,7 @@ enum Dispatch {
 }
 
 struct Route {
-    function: Arc<Function>,
+    function: Arc<FunctionSlot>,
     max_body_bytes: usize,
     dispatch: Dispatch,
     stats: Arc<HttpStats>,
@@ -110,7 +110,7 @@ async fn handle(State(routes): State<Arc<Routes>>, Path(name): Path<String>, req
                 Err(response) => response,
                 Ok(message) => {
                     let key = format!("http-{}-{}", routes.run, routes.batch_number.fetch_add(1, Ordering::Relaxed));
-                    let mut responses = invoke(&route.function, vec![message], &key).await;
+                    let mut responses = invoke(&route.function.current(), vec![message], &key).await;
                     responses.pop().expect("one response per request")
                 }
             },
@@ -169,7 +169,7 @@ async fn read_message(route: &Route, request: Request) -> Result<Message, Respon
 
 /// Gathers queued requests into batches; at most `instances` batches run at once, so a
 /// slow handler fills the queue and later requests get 429.
-async fn batch_requests(function: Arc<Function>, limits: BatchLimits, instances: usize, mut queue: mpsc::Receiver<Pending>) {
+async fn batch_requests(function: Arc<FunctionSlot>, limits: BatchLimits, instances: usize, mut queue: mpsc::Receiver<Pending>) {
     let running = Arc::new(Semaphore::new(instances));
     let run = process_unique_suffix();
     let mut batch_number = 0u64;
@@ -190,7 +190,7 @@ async fn batch_requests(function: Arc<Function>, limits: BatchLimits, instances:
         let permit = running.clone().acquire_owned().await.expect("the batch semaphore is never closed");
         let key = format!("http-{run}-b{batch_number}");
         batch_number += 1;
-        let function = function.clone();
+        let function = function.current();
         tokio::spawn(async move {
             let (messages, replies): (Vec<Message>, Vec<oneshot::Sender<Response>>) =
                 gathered.take().into_iter().map(|p| (p.message, p.reply)).unzip();

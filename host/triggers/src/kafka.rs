@@ -16,7 +16,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
 use sluice_frame::ingest::BadLinePolicy;
 use sluice_manifest::{BadLines, InitialOffset, KafkaTrigger};
-use sluice_runtime::{Batch, EventMeta, Function, Message, TriggerKind};
+use sluice_runtime::{Batch, EventMeta, Function, FunctionSlot, Message, TriggerKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -119,7 +119,9 @@ impl KafkaSource {
     }
 
     /// Consumes until `shutdown`, then settles and commits what it holds and leaves the group.
-    pub async fn run(self, function: Arc<Function>, shutdown: Shutdown) -> Result<(), KafkaError> {
+    /// Each round runs on the slot's version at the time it is settled, so a hot swap keeps
+    /// the consumer and its partitions.
+    pub async fn run(self, function: Arc<FunctionSlot>, shutdown: Shutdown) -> Result<(), KafkaError> {
         let name = function.name().to_string();
         let in_flight = Arc::new(InFlight::default());
         let consumer = Arc::new(self.consumer(&name, in_flight.clone())?);
@@ -145,7 +147,7 @@ impl KafkaSource {
         };
         let mut failure = None;
         while let Some(round) = rounds_rx.recv().await {
-            let settled = self.settle_round(&function, round, policy).await;
+            let settled = self.settle_round(&function.current(), round, policy).await;
             match settled {
                 Ok(offsets) => store_and_commit(&consumer, &offsets, CommitMode::Async),
                 Err(source) => {
