@@ -64,6 +64,10 @@ pub enum FrameError {
     /// The Parquet writer or reader failed.
     #[error("parquet: {0}")]
     Parquet(#[from] ParquetError),
+
+    /// The GPU failed while running an operation (a CUDA driver error).
+    #[error("GPU: {0}")]
+    Device(String),
 }
 
 impl FrameError {
@@ -87,7 +91,7 @@ impl FrameError {
                 ArrowError::IoError(..) => ErrorCode::Io,
                 _ => ErrorCode::Internal,
             },
-            FrameError::Parquet(_) => ErrorCode::Internal,
+            FrameError::Parquet(_) | FrameError::Device(_) => ErrorCode::Internal,
         }
     }
 

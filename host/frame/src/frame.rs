@@ -1,4 +1,5 @@
-//! [`Frame`]: an immutable table plus the backend that operates on it.
+//! [`Frame`]: an immutable table plus the backend that operates on it; its columns are in host
+//! memory (Arrow) or, on the CUDA backend, in GPU memory until a copy-out asks for them.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use crate::backend::{Backend, SortKey};
 use crate::cpu::CpuBackend;
+use crate::cuda::DeviceFrame;
 use crate::error::FrameError;
 use crate::expr::{DType, Expr, Scalar};
 
@@ -17,8 +19,14 @@ use crate::expr::{DType, Expr, Scalar};
 /// Every operation returns a new frame on the same backend.
 #[derive(Clone, Debug)]
 pub struct Frame {
-    batch: Arc<RecordBatch>,
-    backend: Arc<dyn Backend>,
+    data: Data,
+}
+
+#[derive(Clone, Debug)]
+enum Data {
+    Host { batch: Arc<RecordBatch>, backend: Arc<dyn Backend> },
+    /// Columns in GPU memory; operations run as CUDA kernels on the invocation's stream.
+    Device(Arc<DeviceFrame>),
 }
 
 /// The engine dtype an Arrow type is converted to when a foreign batch enters the engine.
@@ -69,28 +77,53 @@ impl Frame {
 
     /// A frame whose operations run on `backend`; columns are normalized as in [`Frame::new`].
     pub fn with_backend(batch: RecordBatch, backend: Arc<dyn Backend>) -> Frame {
-        Frame { batch: Arc::new(normalize(batch)), backend }
+        Frame { data: Data::Host { batch: Arc::new(normalize(batch)), backend } }
     }
 
-    fn derive(&self, batch: RecordBatch) -> Frame {
-        Frame { batch: Arc::new(batch), backend: self.backend.clone() }
+    /// A frame whose columns are in GPU memory.
+    pub(crate) fn on_device(frame: Arc<DeviceFrame>) -> Frame {
+        Frame { data: Data::Device(frame) }
     }
 
-    pub fn record_batch(&self) -> &RecordBatch {
-        &self.batch
+    pub fn is_on_device(&self) -> bool {
+        matches!(self.data, Data::Device(_))
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+    /// A result of `backend`, which stays on it.
+    fn derive(backend: &Arc<dyn Backend>, result: RecordBatch) -> Frame {
+        Frame { data: Data::Host { batch: Arc::new(result), backend: backend.clone() } }
+    }
+
+    /// The frame's columns in host memory; a device frame is copied out once, on first call.
+    pub fn record_batch(&self) -> Result<&RecordBatch, FrameError> {
+        match &self.data {
+            Data::Host { batch, .. } => Ok(batch),
+            Data::Device(d) => d.record_batch(),
+        }
+    }
+
+    /// The same frame in host memory, on the CPU backend if it was on the GPU.
+    pub fn to_host(&self) -> Result<Frame, FrameError> {
+        match &self.data {
+            Data::Host { .. } => Ok(self.clone()),
+            Data::Device(d) => Ok(Frame::new(d.record_batch()?.clone())),
+        }
     }
 
     pub fn num_rows(&self) -> usize {
-        self.batch.num_rows()
+        match &self.data {
+            Data::Host { batch, .. } => batch.num_rows(),
+            Data::Device(d) => d.num_rows(),
+        }
     }
 
     /// Column names and dtypes, in column order.
     pub fn schema(&self) -> Vec<(String, DType)> {
-        self.batch
+        let batch = match &self.data {
+            Data::Host { batch, .. } => batch,
+            Data::Device(d) => return d.schema(),
+        };
+        batch
             .schema()
             .fields()
             .iter()
@@ -111,14 +144,21 @@ impl Frame {
                     "select mixes aggregations and row-wise expressions; use group_by for per-group values".into(),
                 ));
             }
-            return Ok(self.derive(self.backend.group_by(&self.batch, &[], exprs)?));
+            return self.group_by(&[], exprs);
         }
-        Ok(self.derive(self.backend.project(&self.batch, exprs)?))
+        self.project(exprs)
+    }
+
+    fn project(&self, exprs: &[Expr]) -> Result<Frame, FrameError> {
+        match &self.data {
+            Data::Host { batch, backend } => Ok(Frame::derive(backend, backend.project(batch, exprs)?)),
+            Data::Device(d) => d.project(exprs),
+        }
     }
 
     /// Adds columns, or replaces (in place) those whose name equals an expression's output name.
     pub fn with_columns(&self, exprs: &[Expr]) -> Result<Frame, FrameError> {
-        let mut plan: Vec<Expr> = self.batch.schema().fields().iter().map(|f| Expr::col(f.name())).collect();
+        let mut plan: Vec<Expr> = self.schema().into_iter().map(|(name, _)| Expr::col(name)).collect();
         for e in exprs {
             let name = e.output_name();
             let e = e.clone().alias(name.clone());
@@ -127,20 +167,26 @@ impl Frame {
                 None => plan.push(e),
             }
         }
-        Ok(self.derive(self.backend.project(&self.batch, &plan)?))
+        self.project(&plan)
     }
 
     /// Rows where `predicate` is true. The predicate must be boolean (else `TypeMismatch`);
     /// rows where it is null are dropped.
     pub fn filter(&self, predicate: &Expr) -> Result<Frame, FrameError> {
-        Ok(self.derive(self.backend.filter(&self.batch, predicate)?))
+        match &self.data {
+            Data::Host { batch, backend } => Ok(Frame::derive(backend, backend.filter(batch, predicate)?)),
+            Data::Device(d) => d.filter(predicate),
+        }
     }
 
     /// Groups by `keys` (utf8, int64, boolean, timestamp or float64 columns; null keys form a
     /// group) and computes `aggs`, each an `Aggregate(..)` or `CountRows`, possibly aliased.
     /// Output: the keys, then the aggregations; groups in order of first appearance.
     pub fn group_by(&self, keys: &[String], aggs: &[Expr]) -> Result<Frame, FrameError> {
-        Ok(self.derive(self.backend.group_by(&self.batch, keys, aggs)?))
+        match &self.data {
+            Data::Host { batch, backend } => Ok(Frame::derive(backend, backend.group_by(batch, keys, aggs)?)),
+            Data::Device(d) => d.group_by(keys, aggs),
+        }
     }
 
     /// Stable sort by several columns; `descending[i]` applies to `by[i]`. Nulls sort last.
@@ -156,23 +202,34 @@ impl Frame {
             return Ok(self.clone());
         }
         let keys: Vec<SortKey> = by.iter().zip(descending).map(|(c, d)| SortKey { column: c.clone(), descending: *d }).collect();
-        Ok(self.derive(self.backend.sort(&self.batch, &keys, None)?))
+        self.sort_by(&keys, None)
+    }
+
+    fn sort_by(&self, keys: &[SortKey], limit: Option<usize>) -> Result<Frame, FrameError> {
+        match &self.data {
+            Data::Host { batch, backend } => Ok(Frame::derive(backend, backend.sort(batch, keys, limit)?)),
+            Data::Device(d) => d.sort(keys, limit),
+        }
     }
 
     /// The first `k` rows in order of `by` (ties keep frame order, nulls last).
     pub fn top_k(&self, k: usize, by: &str, descending: bool) -> Result<Frame, FrameError> {
         let keys = [SortKey { column: by.to_string(), descending }];
-        Ok(self.derive(self.backend.sort(&self.batch, &keys, Some(k))?))
+        self.sort_by(&keys, Some(k))
     }
 
     /// Rows `offset..offset + len`, clamped to the frame (zero-copy).
     pub fn slice(&self, offset: usize, len: usize) -> Frame {
         let offset = offset.min(self.num_rows());
         let len = len.min(self.num_rows() - offset);
-        self.derive(self.batch.slice(offset, len))
+        match &self.data {
+            Data::Host { batch, backend } => Frame::derive(backend, batch.slice(offset, len)),
+            Data::Device(d) => Frame::on_device(Arc::new(d.slice(offset, len))),
+        }
     }
 
-    /// Concatenates frames with identical column names and dtypes, on the first frame's backend.
+    /// Concatenates frames with identical column names and dtypes, on the first frame's backend
+    /// (on the GPU when every frame is there).
     pub fn concat(frames: &[&Frame]) -> Result<Frame, FrameError> {
         let Some(first) = frames.first() else {
             return Err(FrameError::InvalidArgument("concat needs at least one frame".into()));
@@ -193,29 +250,45 @@ impl Frame {
                 )));
             }
         }
-        let batches: Vec<&RecordBatch> = frames.iter().map(|f| f.record_batch()).collect();
-        Ok(first.derive(first.backend.concat(&batches)?))
+        let on_device: Vec<&Arc<DeviceFrame>> = frames
+            .iter()
+            .filter_map(|f| match &f.data {
+                Data::Device(d) => Some(d),
+                Data::Host { .. } => None,
+            })
+            .collect();
+        if on_device.len() == frames.len() {
+            return DeviceFrame::concat(&on_device);
+        }
+        let batches: Vec<&RecordBatch> = frames.iter().map(|f| f.record_batch()).collect::<Result<_, _>>()?;
+        let backend = match &first.data {
+            Data::Host { backend, .. } => backend.clone(),
+            Data::Device(_) => Arc::new(CpuBackend),
+        };
+        Ok(Frame::derive(&backend, backend.concat(&batches)?))
     }
 
     /// Copies one column out as scalars (timestamps as their epoch milliseconds).
     pub fn column(&self, name: &str) -> Result<Vec<Scalar>, FrameError> {
-        let schema = self.batch.schema();
+        let batch = self.record_batch()?;
+        let schema = batch.schema();
         let idx = schema.index_of(name).map_err(|_| FrameError::column_not_found(name, &schema))?;
-        let a = self.batch.column(idx);
+        let a = batch.column(idx);
         Ok((0..a.len()).map(|i| scalar_at(a, i)).collect())
     }
 
     /// One JSON object per row (newline-terminated); keys are column names, nulls are `null`,
     /// timestamps are epoch-millisecond integers, non-finite floats are `null`.
     pub fn to_json_lines(&self) -> Result<Vec<u8>, FrameError> {
-        let schema = self.batch.schema();
+        let batch = self.record_batch()?;
+        let schema = batch.schema();
         let keys: Vec<String> = schema
             .fields()
             .iter()
             .map(|f| serde_json::to_string(f.name()).expect("strings serialize"))
             .collect();
         let mut out = Vec::with_capacity(self.num_rows() * 16 * keys.len().max(1));
-        let columns = self.batch.columns();
+        let columns = batch.columns();
         for row in 0..self.num_rows() {
             out.push(b'{');
             for (i, (key, col)) in keys.iter().zip(columns).enumerate() {

@@ -27,6 +27,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use rayon::prelude::*;
 
+use crate::cuda::CudaSession;
 use crate::error::FrameError;
 use crate::expr::{AggFn, DType, Expr};
 use crate::frame::Frame;
@@ -63,6 +64,8 @@ struct Scan {
     input: Arc<dyn ScanInput>,
     options: ReadOptions,
     report: OnceLock<ScanReport>,
+    /// The GPU session the parsed rows move to, where the plan then runs.
+    device: Option<Arc<CudaSession>>,
 }
 
 /// A row-wise operation, applied chunk by chunk.
@@ -116,7 +119,13 @@ impl From<Frame> for LazyFrame {
 impl LazyFrame {
     /// A plan that reads `input` as JSON lines with `options`; nothing is parsed yet.
     pub fn scan(input: Arc<dyn ScanInput>, options: ReadOptions) -> LazyFrame {
-        let scan = Arc::new(Scan { input, options, report: OnceLock::new() });
+        LazyFrame::scan_on(input, options, None)
+    }
+
+    /// A scan whose rows, once parsed on the CPU, move to `device` (when given), where the
+    /// plan's steps and group-by run. Plans streamed into a sink stay on the CPU.
+    pub fn scan_on(input: Arc<dyn ScanInput>, options: ReadOptions, device: Option<Arc<CudaSession>>) -> LazyFrame {
+        let scan = Arc::new(Scan { input, options, report: OnceLock::new(), device });
         LazyFrame(Inner::Planned(Arc::new(Plan { scan, steps: Vec::new(), group_by: None, result: OnceLock::new() })))
     }
 
@@ -417,12 +426,27 @@ fn execute(plan: &Plan) -> Result<Frame, FrameError> {
     }
     let declared = |f: &String| options.schema.iter().any(|(n, _)| n == f);
     let fully_declared = options.fields.as_ref().is_some_and(|fields| fields.iter().all(declared));
-    if options.bad_lines == BadLinePolicy::Skip && !fully_declared {
-        return execute_eagerly(plan, &options);
+    if let Some(device) = &scan.device {
+        // JSON is parsed on the CPU (with the plan's projection); the plan runs on the device.
+        let parse_only = Plan { scan: scan.clone(), steps: Vec::new(), group_by: None, result: OnceLock::new() };
+        let frame = device.adopt(execute_on_cpu(&parse_only, &options, fully_declared)?);
+        let frame = plan.steps.iter().try_fold(frame, |f, step| step.apply(&f))?;
+        return match &plan.group_by {
+            Some(g) => frame.group_by(&g.keys, &g.aggs),
+            None => Ok(frame),
+        };
     }
-    match execute_streaming(plan, &options, fully_declared, None)? {
+    execute_on_cpu(plan, &options, fully_declared)
+}
+
+/// Runs `plan` on the CPU: streaming, or in one eager pass where streaming cannot serve.
+fn execute_on_cpu(plan: &Plan, options: &ReadOptions, fully_declared: bool) -> Result<Frame, FrameError> {
+    if options.bad_lines == BadLinePolicy::Skip && !fully_declared {
+        return execute_eagerly(plan, options);
+    }
+    match execute_streaming(plan, options, fully_declared, None)? {
         Some(frame) => Ok(frame),
-        None => execute_eagerly(plan, &options),
+        None => execute_eagerly(plan, options),
     }
 }
 
@@ -483,7 +507,7 @@ fn execute_streaming(
             };
             report.rows += out.rows;
             report.bad_lines.extend(out.bad_lines.into_iter().map(|b| BadLine { line: b.line + offset, ..b }));
-            batches.push(frame.record_batch().clone());
+            batches.push(frame.record_batch()?.clone());
         }
         match (&plan.group_by, &split) {
             (Some(g), Some(s)) => {

@@ -2,6 +2,7 @@
 //!
 //! - [`Expr`] and friends describe computations as data, apart from execution;
 //! - a [`Backend`] executes them ([`CpuBackend`]: Arrow kernels and a parallel hash group-by);
+//!   [`cuda`] keeps a frame's columns in GPU memory and runs its operations as CUDA kernels;
 //! - [`Frame`] is an immutable table; [`LazyFrame`], what guests hold by handle, records a plan
 //!   over a scan and executes it in one streaming pass at the first call that needs values;
 //! - [`ingest`] parses JSON lines straight into Arrow columns, in parallel;
@@ -11,6 +12,7 @@
 
 mod backend;
 mod cpu;
+pub mod cuda;
 mod error;
 mod eval;
 mod expr;
