@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_manifest::{FileMode, Manifest, TriggerSpec};
+use sluice_manifest::{DevicePreference, FileMode, Manifest, TriggerSpec};
 use sluice_runtime::{Runtime, RuntimeConfig};
 use sluice_triggers::{FileRun, FileTrigger, Progress, resolve_inputs};
 
@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Threads of the host's dataframe engine (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where frames are computed, overriding the manifest's `device`: auto | cpu | cuda.
+    #[arg(long, value_parser = parse_device)]
+    device: Option<DevicePreference>,
 }
 
 #[derive(clap::Args)]
@@ -43,6 +46,16 @@ pub struct DemoArgs {
     /// Where the dataset and the Parquet output go.
     #[arg(long, default_value = "sluice-data/demo")]
     dir: PathBuf,
+}
+
+/// `--device` of `sluice run` and `sluice serve`.
+pub(crate) fn parse_device(text: &str) -> Result<DevicePreference, String> {
+    match text {
+        "auto" => Ok(DevicePreference::Auto),
+        "cpu" => Ok(DevicePreference::Cpu),
+        "cuda" => Ok(DevicePreference::Cuda),
+        other => Err(format!("unknown device `{other}`: use `auto`, `cpu` or `cuda`")),
+    }
 }
 
 fn parse_mode(text: &str) -> Result<FileMode, String> {
@@ -64,7 +77,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let manifest = Manifest::load(&args.function)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| Path::new("sluice-data").join(&manifest.name));
     let inputs = resolve_inputs(&args.input)?;
-    let run = execute(&manifest, &inputs, &data_dir, args.mode, args.build, !args.no_cache)?;
+    let run = execute(&manifest, &inputs, &data_dir, args.mode, args.build, !args.no_cache, args.device)?;
     // The handler's replies are its result: print them as they are, for pipes and scripts.
     for reply in &run.last_replies {
         std::io::Write::write_all(&mut std::io::stdout(), &reply.body)?;
@@ -83,7 +96,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         eprintln!("generating {} rows of company metrics into {}", spec.rows(), input.display());
         datagen::write_seed_dataset(&input, &spec).with_context(|| format!("writing {}", input.display()))?;
     }
-    let run = execute(&manifest, &[input], &args.dir, Some(FileMode::Whole), false, true)?;
+    let run = execute(&manifest, &[input], &args.dir, Some(FileMode::Whole), false, true, None)?;
     println!("\nTen busiest companies (by mean CPU utilization):\n");
     for reply in &run.last_replies {
         println!("{}", render::json_lines_table(&reply.body));
@@ -109,6 +122,7 @@ fn execute(
     mode: Option<FileMode>,
     force_build: bool,
     cache: bool,
+    device: Option<DevicePreference>,
 ) -> anyhow::Result<FileRun> {
     build::build_if_needed(manifest, force_build)?;
     let mut trigger = file_trigger(manifest);
@@ -117,6 +131,7 @@ fn execute(
     }
     let config = RuntimeConfig {
         cache_dir: if cache { RuntimeConfig::default().cache_dir } else { None },
+        device,
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::new(config)?;

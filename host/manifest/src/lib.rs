@@ -215,6 +215,15 @@ pub struct SinkSpec {
     /// A new file is started after this many rows.
     #[serde(default)]
     pub roll_rows: Option<usize>,
+    /// A stream's file is rolled (made durable) once it holds about this many bytes.
+    #[serde(default)]
+    pub roll_bytes: Option<u64>,
+    /// A stream's file is rolled at the latest this long after its first rows arrived.
+    #[serde(default)]
+    pub roll_ms: Option<u64>,
+    /// Hive-style partition columns: rows go to `<path>/<col>=<value>/…` by their values.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -234,8 +243,14 @@ pub struct Limits {
     pub memory_mb: u64,
     /// Wall time of one invocation, in milliseconds.
     pub timeout_ms: u64,
-    /// Instances running at once.
-    pub instances: u32,
+    /// Warm instances kept ready while idle: pre-instantiated stores that a batch takes
+    /// without paying for instantiation.
+    pub min_instances: u32,
+    /// Invocations running at once; `instances` is the older name.
+    #[serde(alias = "instances")]
+    pub max_instances: u32,
+    /// GPU memory one invocation's frames may hold on the CUDA backend, in MiB.
+    pub gpu_memory_mb: u64,
 }
 
 impl Default for Limits {
@@ -243,7 +258,9 @@ impl Default for Limits {
         Self {
             memory_mb: 256,
             timeout_ms: 60_000,
-            instances: 1,
+            min_instances: 0,
+            max_instances: 1,
+            gpu_memory_mb: 2048,
         }
     }
 }
@@ -257,6 +274,9 @@ pub struct Retry {
     /// Wait before the second attempt; doubled for each later one.
     pub backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// For Kafka-triggered functions: failed events, with the error, are also produced to
+    /// this topic (on the trigger's brokers), besides the dead-letter file.
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Default for Retry {
@@ -265,6 +285,7 @@ impl Default for Retry {
             attempts: 3,
             backoff_ms: 100,
             max_backoff_ms: 5_000,
+            dead_letter_topic: None,
         }
     }
 }
@@ -324,12 +345,33 @@ impl Manifest {
             {
                 return Err(format!("sink `{name}`: zstd-level {level} is outside 1..=22"));
             }
-            if sink.roll_rows == Some(0) || sink.row_group_rows == Some(0) {
-                return Err(format!("sink `{name}`: roll-rows and row-group-rows must be > 0"));
+            if sink.roll_rows == Some(0) || sink.row_group_rows == Some(0) || sink.roll_bytes == Some(0) || sink.roll_ms == Some(0) {
+                return Err(format!("sink `{name}`: roll-rows, roll-bytes, roll-ms and row-group-rows must be > 0"));
+            }
+            for column in &sink.partition_by {
+                if column.is_empty() || column.contains(['/', '=', '\\']) || column.starts_with('.') {
+                    return Err(format!(
+                        "sink `{name}`: partition-by column `{column}` must be non-empty, not start with `.` and hold no `/`, `\\` or `=`"
+                    ));
+                }
             }
         }
-        if self.limits.memory_mb == 0 || self.limits.timeout_ms == 0 || self.limits.instances == 0 {
-            return Err("limits: memory-mb, timeout-ms and instances must be > 0".into());
+        if self.limits.memory_mb == 0 || self.limits.timeout_ms == 0 || self.limits.max_instances == 0 {
+            return Err("limits: memory-mb, timeout-ms and max-instances (or instances) must be > 0".into());
+        }
+        if self.limits.min_instances > self.limits.max_instances {
+            return Err(format!(
+                "limits: min-instances {} exceeds max-instances {}",
+                self.limits.min_instances, self.limits.max_instances
+            ));
+        }
+        if let Some(topic) = &self.retry.dead_letter_topic {
+            if topic.trim().is_empty() {
+                return Err("retry: dead-letter-topic must be non-empty".into());
+            }
+            if !self.triggers.iter().any(|t| matches!(t, TriggerSpec::Kafka(_))) {
+                return Err(format!("retry: dead-letter-topic `{topic}` needs a kafka trigger (its brokers receive the events)"));
+            }
         }
         if self.batching.max_events == 0 || self.batching.max_bytes == 0 {
             return Err("batching: max-events and max-bytes must be > 0".into());
@@ -446,7 +488,14 @@ timeout-ms = 500
         assert_eq!(m.batching.max_bytes, Batching::default().max_bytes);
         assert_eq!(m.sinks["metrics"].zstd_level, Some(7));
         assert_eq!(m.limits.memory_mb, 64);
-        assert_eq!(m.limits.instances, 1);
+        assert_eq!((m.limits.min_instances, m.limits.max_instances), (0, 1));
+    }
+
+    #[test]
+    fn gpu_memory_limit_defaults_and_parses() {
+        assert_eq!(parse(FULL).unwrap().limits.gpu_memory_mb, 2048);
+        let m = parse(&FULL.replace("memory-mb = 64", "memory-mb = 64\ngpu-memory-mb = 512")).unwrap();
+        assert_eq!(m.limits.gpu_memory_mb, 512);
     }
 
     #[test]
@@ -530,6 +579,37 @@ attempts = 5
         for (extra, expected) in cases {
             let err = parse(&format!("{FULL}{extra}")).unwrap_err().to_string();
             assert!(err.contains(expected), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn parses_rolling_partitioned_sinks_pools_and_a_dead_letter_topic() {
+        let text = FULL.replace("roll-rows = 1000", "roll-rows = 1000\nroll-bytes = 4096\nroll-ms = 250\npartition-by = [\"day\", \"company\"]")
+            .replace("timeout-ms = 500", "timeout-ms = 500\nmin-instances = 1\nmax-instances = 3")
+            + "[[triggers]]\nkind = \"kafka\"\nbrokers = \"b\"\ntopics = [\"t\"]\ngroup = \"g\"\n[retry]\ndead-letter-topic = \"failed\"\n";
+        let m = parse(&text).unwrap();
+        let sink = &m.sinks["metrics"];
+        assert_eq!((sink.roll_rows, sink.roll_bytes, sink.roll_ms), (Some(1000), Some(4096), Some(250)));
+        assert_eq!(sink.partition_by, ["day", "company"]);
+        assert_eq!((m.limits.min_instances, m.limits.max_instances), (1, 3));
+        assert_eq!(m.retry.dead_letter_topic.as_deref(), Some("failed"));
+        let old = parse(&FULL.replace("timeout-ms = 500", "timeout-ms = 500\ninstances = 4")).unwrap();
+        assert_eq!(old.limits.max_instances, 4, "`instances` is the older name of max-instances");
+    }
+
+    #[test]
+    fn refuses_bad_partition_columns_pools_and_dead_letter_topics() {
+        let cases = [
+            (FULL.replace("roll-rows = 1000", "partition-by = [\"../x\"]"), "partition-by column `../x`"),
+            (FULL.replace("roll-rows = 1000", "partition-by = [\"a=b\"]"), "partition-by column `a=b`"),
+            (FULL.replace("roll-rows = 1000", "roll-ms = 0"), "roll-ms"),
+            (FULL.replace("timeout-ms = 500", "timeout-ms = 500\nmin-instances = 3\nmax-instances = 2"), "min-instances 3 exceeds max-instances 2"),
+            (format!("{FULL}[retry]\ndead-letter-topic = \"failed\"\n"), "needs a kafka trigger"),
+            (FULL.replace("timeout-ms = 500", "timeout-ms = 500\ninstances = 2\nmax-instances = 2"), "max-instances"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
         }
     }
 

@@ -14,6 +14,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::bindings::{Handler, HandlerPre};
 use crate::cache::ComponentCache;
+use crate::deployment::Deployment;
 use crate::error::LoadError;
 use crate::function::Function;
 use crate::sinks::Sinks;
@@ -39,6 +40,8 @@ pub struct RuntimeConfig {
     pub max_memory_mb: u64,
     /// How often the epoch advances; timeouts are measured in these ticks.
     pub epoch_tick: Duration,
+    /// The host's `--device`: overrides every manifest's `device` when set.
+    pub device: Option<DevicePreference>,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +51,7 @@ impl Default for RuntimeConfig {
             pool_instances: 64,
             max_memory_mb: 4096,
             epoch_tick: Duration::from_millis(10),
+            device: None,
         }
     }
 }
@@ -90,6 +94,9 @@ pub struct Runtime {
     linker: Linker<InvocationState>,
     allocator: Allocator,
     cache: Option<ComponentCache>,
+    /// The host's `--device` override and where compiled CUDA kernels are cached.
+    device: Option<DevicePreference>,
+    kernel_cache: Option<PathBuf>,
     _ticker: EpochTicker,
 }
 
@@ -122,7 +129,8 @@ impl Runtime {
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         let cache = config.cache_dir.clone().map(ComponentCache::new);
-        Ok(Runtime { engine, linker, allocator, cache, _ticker: ticker })
+        let kernel_cache = config.cache_dir.as_ref().map(|dir| dir.join("kernels"));
+        Ok(Runtime { engine, linker, allocator, cache, device: config.device, kernel_cache, _ticker: ticker })
     }
 
     pub fn allocator(&self) -> Allocator {
@@ -155,20 +163,35 @@ impl Runtime {
     /// Loads a function from its manifest: reads and validates the component, resolves its
     /// sinks under `data_root`, and checks its device preference.
     pub fn load_function(&self, manifest: &Manifest, data_root: &Path) -> Result<Function, LoadError> {
-        if manifest.device == DevicePreference::Cuda {
-            return Err(LoadError::DeviceUnavailable);
-        }
         let path = manifest.component_path();
         let bytes = std::fs::read(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
-        let component = self.load_component(&bytes)?;
-        let sinks = Sinks::resolve(data_root, &manifest.sinks)?;
-        let context = FunctionContext { name: manifest.name.clone(), config: manifest.config.clone(), sinks };
+        self.load_function_bytes(manifest, &bytes, data_root, Deployment::default())
+    }
+
+    /// Loads a function whose component bytes came from elsewhere (the function store),
+    /// ignoring the manifest's `component` path; `deployment` names its tenant and version.
+    pub fn load_function_bytes(
+        &self,
+        manifest: &Manifest,
+        bytes: &[u8],
+        data_root: &Path,
+        deployment: Deployment,
+    ) -> Result<Function, LoadError> {
+        let gpu = crate::gpu::place(&manifest.name, manifest.device, self.device, manifest.limits.gpu_memory_mb, self.kernel_cache.as_deref())?;
+        let component = self.load_component(bytes)?;
+        let mut sinks = Sinks::resolve(data_root, &manifest.sinks)?;
+        if let Some(budget) = &deployment.sink_budget {
+            sinks = sinks.with_budget(budget.clone());
+        }
         tracing::info!(
             function = %manifest.name,
+            tenant = %deployment.tenant,
+            version = deployment.version,
             hash = &component.hash[..12],
             cached = component.cached,
             "function loaded"
         );
+        let context = FunctionContext { name: manifest.name.clone(), config: manifest.config.clone(), sinks, deployment, gpu };
         Ok(Function::new(self, component, context, manifest.limits.clone()))
     }
 }

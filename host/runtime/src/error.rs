@@ -23,8 +23,8 @@ pub enum LoadError {
     WrongWorld(String),
     #[error("sink `{name}`: {why}")]
     Sink { name: String, why: String },
-    #[error("device `cuda` was requested, but this host has no CUDA backend; use `auto` or `cpu`")]
-    DeviceUnavailable,
+    #[error("function `{function}`: device `cuda` was requested, but {reason}; use `auto` or `cpu`")]
+    DeviceUnavailable { function: String, reason: String },
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
 }
@@ -44,6 +44,9 @@ pub enum InvokeError {
     Instantiate(String),
     #[error("cannot make the batch's output durable: {0}")]
     Commit(String),
+    /// The batch's files would take the tenant past its sink-bytes quota; nothing was written.
+    #[error("{0}")]
+    SinkQuota(String),
 }
 
 impl InvokeError {
@@ -56,6 +59,7 @@ impl InvokeError {
             InvokeError::MemoryLimit { .. } => "memory-limit",
             InvokeError::Instantiate(_) => "instantiate",
             InvokeError::Commit(_) => "commit",
+            InvokeError::SinkQuota(_) => "sink-quota",
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct FunctionContext {
     pub name: String,
     pub config: BTreeMap<String, String>,
     pub sinks: Sinks,
+    /// Tenant, version and shared limits; labels the function's logs and metrics.
+    pub deployment: crate::deployment::Deployment,
+    /// The function's share of the GPU when the CUDA backend serves it.
+    pub gpu: Option<crate::gpu::FunctionGpu>,
 }
 
 /// Refuses linear-memory growth past the function's limit and remembers that it did,
@@ -57,6 +61,9 @@ pub struct InvocationState {
     pub batch_key: String,
     pub invocation_id: u64,
     pub staged: Vec<(String, StagedFile)>,
+    /// `Some` when the trigger appends this batch's rows to a stream lane: writes are held
+    /// here instead of staged as files of their own.
+    pub buffered: Option<Vec<crate::rolling::BufferedWrite>>,
     pub bad_lines: Vec<BadLine>,
     /// Rows the host parsed from the batch for this invocation.
     pub rows_parsed: u64,
@@ -67,6 +74,9 @@ pub struct InvocationState {
     pub failed_call: Option<crate::bindings::GuestError>,
     pub stderr: MemoryOutputPipe,
     pub stdout: MemoryOutputPipe,
+    /// This invocation's stream on the shared GPU, when the CUDA backend serves the function:
+    /// its frames live in GPU memory until the invocation ends.
+    pub gpu: Option<Arc<sluice_frame::cuda::CudaSession>>,
 }
 
 impl InvocationState {
@@ -74,6 +84,7 @@ impl InvocationState {
         let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let gpu = function.gpu.as_ref().and_then(|g| g.session());
         InvocationState {
             table: ResourceTable::new(),
             wasi,
@@ -82,12 +93,14 @@ impl InvocationState {
             batch_key,
             invocation_id,
             staged: Vec::new(),
+            buffered: None,
             bad_lines: Vec::new(),
             rows_parsed: 0,
             scans: Vec::new(),
             failed_call: None,
             stderr,
             stdout,
+            gpu,
         }
     }
 }

@@ -155,7 +155,10 @@ impl dataframe::HostExpr for InvocationState {
 impl dataframe::HostFrame for InvocationState {
     fn from_json_lines(&mut self, data: Vec<u8>) -> GuestResult<Resource<LazyFrame>> {
         let source = sluice_frame::ingest::JsonSource { name: "guest bytes", data: &data, first_line: 1 };
-        let result = read_json_lines(&[source], &ReadOptions::default()).map(|ingested| ingested.frame);
+        let result = read_json_lines(&[source], &ReadOptions::default()).map(|ingested| match &self.gpu {
+            Some(gpu) => gpu.adopt(ingested.frame),
+            None => ingested.frame,
+        });
         self.push_frame(result)
     }
 
@@ -230,6 +233,18 @@ impl dataframe::HostFrame for InvocationState {
 
     /// A plan without group-by streams into the sink; anything else is materialized first.
     fn write(&mut self, frame: Resource<LazyFrame>, sink: String) -> GuestResult<WriteStats> {
+        if self.buffered.is_some() {
+            // Held writes outlive the invocation and its GPU stream: they are kept in host memory.
+            let held = self
+                .collect(&frame)?
+                .and_then(|frame| frame.to_host().map_err(GuestError::from))
+                .and_then(|frame| self.function.sinks.buffer(&sink, frame).map_err(GuestError::from));
+            return Ok(held.map(|write| {
+                let stats = WriteStats { rows: write.rows(), bytes: 0, files: 0 };
+                self.buffered.get_or_insert_default().push(write);
+                stats
+            }));
+        }
         let stem = format!("{}-{}-w{}", self.function.name, self.batch_key, self.staged.len());
         let lazy = self.frame(&frame)?;
         let streamed = match self.function.sinks.stage_stream(&sink, &lazy, &stem) {

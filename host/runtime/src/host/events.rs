@@ -65,7 +65,7 @@ impl events::HostBatch for InvocationState {
             schema: options.schema.into_iter().map(|(name, dtype)| (name, dtype.into())).collect(),
             bad_lines: batch.bad_line_policy(),
         };
-        let frame = LazyFrame::scan(Arc::new(BatchScan(batch)), read_options);
+        let frame = LazyFrame::scan_on(Arc::new(BatchScan(batch)), read_options, self.gpu.clone());
         self.scans.push(frame.clone());
         Ok(Ok(self.table.push(frame)?))
     }
