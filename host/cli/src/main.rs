@@ -3,9 +3,13 @@
 
 mod accesslogs;
 mod build;
+mod client;
 mod datagen;
+mod dev;
+mod remote;
 mod render;
 mod run;
+mod scaffold;
 mod serve;
 
 use std::path::PathBuf;
@@ -32,6 +36,27 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Write the seed benchmark dataset (JSON lines of per-company network metrics).
     Gen(GenArgs),
+    /// Scaffold a handler crate (SDK dependency, handler, manifest, sample input) that builds and runs as is.
+    New(scaffold::NewArgs),
+    /// Serve a function's triggers, rebuild on every save and swap the new version in place.
+    Dev(dev::DevArgs),
+    /// Build a function if stale and upload its manifest and component as a new version.
+    Deploy(remote::DeployArgs),
+    /// List the deployed functions.
+    List(remote::ListArgs),
+    /// Show a function: status, versions, instances, last error.
+    Get(remote::NameArgs),
+    /// Delete a function and its versions.
+    Delete(remote::NameArgs),
+    /// Send one event to a function and print its reply.
+    Invoke(remote::InvokeArgs),
+    /// Print a function's recent log lines, or follow them with -f.
+    Logs(remote::LogsArgs),
+    /// Make an earlier version active again.
+    Rollback(remote::RollbackArgs),
+    /// Create, list or delete tenants (admin token).
+    #[command(subcommand)]
+    Tenant(remote::TenantCommand),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +87,16 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Gen(args) => generate(args),
+        Command::New(args) => scaffold::new(args),
+        Command::Dev(args) => dev::dev(args),
+        Command::Deploy(args) => remote::deploy(args),
+        Command::List(args) => remote::list(args),
+        Command::Get(args) => remote::get(args),
+        Command::Delete(args) => remote::delete(args),
+        Command::Invoke(args) => remote::invoke(args),
+        Command::Logs(args) => remote::logs(args),
+        Command::Rollback(args) => remote::rollback(args),
+        Command::Tenant(command) => remote::tenant(command),
     };
     match result {
         Ok(code) => code,

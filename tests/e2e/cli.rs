@@ -1,0 +1,190 @@
+//! The developer CLI end to end, through the real `sluice` binary: `sluice new` scaffolds a crate
+//! that builds and runs on its sample, `sluice dev` swaps a saved change in while serving and
+//! keeps the old version through a compile error, and the API commands fail with clear words.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Float64Array, Int64Array, StringArray};
+use sluice_e2e::streams::{eventually, free_port, http_request, wait_for_port};
+use sluice_e2e::{read_parquet, repo_root, row_count, sluice_bin};
+
+/// One cargo target directory for every scaffold of these tests: the guest SDK and
+/// wit-bindgen compile once, and reruns only rebuild the handlers.
+fn shared_target_dir() -> PathBuf {
+    repo_root().join("target/sluice-test-cache/scaffolds")
+}
+
+/// `sluice` with no API address or token inherited from the caller's environment.
+fn sluice() -> Command {
+    let mut command = Command::new(sluice_bin());
+    command.env_remove("SLUICE_SERVER").env_remove("SLUICE_TOKEN");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("running sluice")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `sluice new <name> --dir <parent>/<name>` on the shared target directory.
+fn scaffold(parent: &Path, name: &str) -> PathBuf {
+    let dir = parent.join(name);
+    let output = run(sluice().arg("new").arg(name).arg("--dir").arg(&dir).arg("--target-dir").arg(shared_target_dir()));
+    assert!(output.status.success(), "sluice new failed: {}", text(&output.stderr));
+    assert!(text(&output.stdout).contains(&format!("sluice dev {}", dir.display())), "{}", text(&output.stdout));
+    dir
+}
+
+#[test]
+fn a_scaffolded_handler_builds_and_runs_on_its_sample() {
+    let work = tempfile::tempdir().unwrap();
+    let function = scaffold(work.path(), "hello-run");
+    let data = work.path().join("data");
+    let output = run(sluice()
+        .arg("run")
+        .arg(&function)
+        .arg("--input")
+        .arg(function.join("sample.jsonl"))
+        .arg("--data-dir")
+        .arg(&data));
+    assert!(output.status.success(), "sluice run failed: {}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "hello from hello-run: 3 events in 2 kinds\n");
+
+    let batches = read_parquet(&data.join("events"));
+    assert_eq!(row_count(&batches), 2, "one row per kind");
+    let mut totals = Vec::new();
+    for batch in &batches {
+        let kinds = batch.column_by_name("kind").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        let counts = batch.column_by_name("n").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+        let sums = batch.column_by_name("total").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+        for row in 0..batch.num_rows() {
+            totals.push((kinds.value(row).to_string(), counts.value(row), sums.value(row)));
+        }
+    }
+    totals.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(totals, [("click".to_string(), 2, 4.5), ("view".to_string(), 1, 2.0)]);
+
+    let again = run(sluice().arg("new").arg("hello-run").arg("--dir").arg(&function));
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("already exists and is not empty"), "{}", text(&again.stderr));
+    let handler = std::fs::read_to_string(function.join("src/lib.rs")).unwrap();
+    assert!(handler.contains("hello from"), "the existing crate is untouched");
+    let bad = run(sluice().arg("new").arg("9lives").arg("--dir").arg(work.path().join("bad")));
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("function name `9lives` must start with a letter"), "{}", text(&bad.stderr));
+    assert!(!work.path().join("bad").exists());
+}
+
+/// `sluice dev` as a child process, killed if still running when dropped.
+struct Dev {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Dev {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The body of a POST to the function's HTTP trigger, if it answered 200.
+fn ask(port: u16, name: &str) -> Option<String> {
+    let (status, _, body) = http_request(port, "POST", &format!("/functions/{name}"), br#"{"kind":"a","value":1}"#).ok()?;
+    (status == 200).then(|| text(&body))
+}
+
+/// Saves `lib.rs` with `from` replaced by `to`, then waits until the HTTP trigger answers with
+/// `to`; returns the time from the save to that answer.
+fn edit_and_wait(dev: &Dev, lib: &Path, port: u16, from: &str, to: &str) -> Duration {
+    let source = std::fs::read_to_string(lib).unwrap();
+    assert!(source.contains(from), "{from} is not in {}", lib.display());
+    let saved = Instant::now();
+    std::fs::write(lib, source.replace(from, to)).unwrap();
+    let answered = eventually(Duration::from_secs(300), || ask(port, "hello-dev").is_some_and(|body| body.starts_with(to)));
+    assert!(answered, "the edit never served; dev log:\n{}", dev.log_text());
+    saved.elapsed()
+}
+
+#[test]
+fn dev_swaps_in_each_save_and_keeps_serving_through_a_compile_error() {
+    let work = tempfile::tempdir().unwrap();
+    let function = scaffold(work.path(), "hello-dev");
+    let lib = function.join("src/lib.rs");
+    let port = free_port();
+    let log = work.path().join("dev.log");
+    let child = sluice()
+        .arg("dev")
+        .arg(&function)
+        .arg("--data-dir")
+        .arg(work.path().join("data"))
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting sluice dev");
+    let dev = Dev { child, log };
+    wait_for_port(port, Duration::from_secs(600));
+    assert_eq!(ask(port, "hello-dev").as_deref(), Some("hello from hello-dev: 1 events in 1 kinds\n"));
+
+    let first = edit_and_wait(&dev, &lib, port, "hello from", "reloaded from");
+    eprintln!("save -> new reply over HTTP: {} ms", first.as_millis());
+    assert!(dev.log_text().contains("sluice dev: reloaded hello-dev in "), "{}", dev.log_text());
+
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, source.replace("Ok(Outcome::text(reply))", "Ok(Outcome::text(reply)")).unwrap();
+    let refused = eventually(Duration::from_secs(300), || dev.log_text().contains("reload failed"));
+    assert!(refused, "the broken build was not reported; dev log:\n{}", dev.log_text());
+    let log = dev.log_text();
+    assert!(log.contains("error") && log.contains("src/lib.rs"), "cargo's compile error is printed: {log}");
+    assert!(log.contains("the previous version keeps serving"), "{log}");
+    assert_eq!(ask(port, "hello-dev").as_deref(), Some("reloaded from hello-dev: 1 events in 1 kinds\n"));
+
+    std::fs::write(&lib, source.replace("reloaded from", "fixed from")).unwrap();
+    let fixed = eventually(Duration::from_secs(300), || ask(port, "hello-dev").is_some_and(|body| body.starts_with("fixed from")));
+    assert!(fixed, "the fixed source never served; dev log:\n{}", dev.log_text());
+    let reloads: Vec<String> = dev.log_text().lines().filter(|l| l.contains("sluice dev: reloaded")).map(str::to_string).collect();
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    eprintln!("dev's own save -> serving report: {reloads:?}");
+
+    Command::new("kill").arg("-TERM").arg(dev.child.id().to_string()).status().unwrap();
+    let mut dev = dev;
+    let stopped = eventually(Duration::from_secs(30), || dev.child.try_wait().unwrap().is_some());
+    assert!(stopped, "sluice dev did not stop on SIGTERM");
+    assert!(dev.child.wait().unwrap().success(), "{}", dev.log_text());
+}
+
+#[test]
+fn api_commands_name_a_missing_token_and_an_unreachable_server() {
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let output = run(sluice().args(["list", "--server", &nobody]));
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("no API token: pass --token or set SLUICE_TOKEN"), "{}", text(&output.stderr));
+
+    let output = run(sluice().args(["get", "hello", "--server", &nobody]).env("SLUICE_TOKEN", "t0ken"));
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains(&format!("cannot reach the sluice server at {nobody}")), "{stderr}");
+    assert!(stderr.contains("refused"), "the cause is named: {stderr}");
+
+    let output = run(sluice().args(["list", "--server", "127.0.0.1:8090", "--token", "t"]));
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("must start with http://"), "{}", text(&output.stderr));
+
+    let output = run(sluice().args(["delete", "../etc", "--server", &nobody, "--token", "t"]));
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("function name `../etc` must be non-empty"), "{}", text(&output.stderr));
+}
