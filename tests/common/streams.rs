@@ -26,24 +26,50 @@ pub fn wait_for_port(port: u16, within: Duration) {
     }
 }
 
-/// A nisshi broker in memory, killed when dropped.
+/// A nisshi broker, killed when dropped: in memory, or persistent (sqlite) so that it can be
+/// restarted on the same port without losing topics, messages or committed offsets.
 pub struct Broker {
     child: Child,
     pub port: u16,
+    /// The directory of the sqlite storage, for a persistent broker.
+    storage: Option<PathBuf>,
 }
 
 impl Broker {
     pub fn start() -> Broker {
-        let port = free_port();
+        Broker::spawn(free_port(), None)
+    }
+
+    /// A broker whose storage is `dir/nisshi.db`.
+    pub fn start_persistent(dir: &Path) -> Broker {
+        Broker::spawn(free_port(), Some(dir.to_path_buf()))
+    }
+
+    fn spawn(port: u16, storage: Option<PathBuf>) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(nisshi_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://nisshi/"])
+        let mut command = Command::new(nisshi_bin());
+        command.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url]);
+        match &storage {
+            Some(dir) => command.args(["--storage-engine", "sqlite://nisshi.db"]).current_dir(dir),
+            None => command.args(["--storage-engine", "memory://nisshi/"]),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting nisshi (scripts/test installs it into tools/nisshi)");
         wait_for_port(port, Duration::from_secs(30));
-        Broker { child, port }
+        Broker { child, port, storage }
+    }
+
+    /// Kills the broker (SIGKILL), waits `down`, and starts it again on the same port and storage.
+    pub fn restart(&mut self, down: Duration) {
+        assert!(self.storage.is_some(), "only a persistent broker keeps its data across a restart");
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::thread::sleep(down);
+        let restarted = Broker::spawn(self.port, self.storage.take());
+        *self = restarted;
     }
 
     pub fn address(&self) -> String {
@@ -148,6 +174,10 @@ impl Serve {
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    pub fn child_is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     pub fn log_text(&self) -> String {

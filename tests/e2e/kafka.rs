@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use arrow::array::{Array, Float64Array, Int64Array};
 use sluice_e2e::streams::{Broker, Serve, eventually, free_port, function_dir};
-use sluice_e2e::{read_parquet, row_count};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sluice_e2e::{read_parquet, row_count, temp_files};
 
 const PARTITIONS: i32 = 4;
+/// Rows per sink file: each partition's lane rolls at this many rows (or after a second).
+const ROLL_ROWS: usize = 300;
 
 fn bodies(range: std::ops::Range<i64>) -> Vec<String> {
     range.map(|id| format!("{{\"id\":{id},\"value\":{:.1},\"action\":\"ok\"}}", id as f64 * 0.5)).collect()
@@ -34,6 +37,7 @@ max-wait-ms = 200
 
 [sinks.events]
 path = "events"
+roll-rows = {ROLL_ROWS}
 
 [limits]
 instances = 2
@@ -80,10 +84,15 @@ fn messages_over_several_partitions_land_in_parquet_exactly_once() {
     assert_eq!(seen.len(), N as usize);
     assert!(seen.values().all(|&n| n == 1), "duplicates without any crash");
     assert_eq!(seen.keys().next_back(), Some(&(N - 1)));
-    // One handler call per batch, not per message: files are named by partition and offset range.
+    // Files roll across batches: none holds more than roll-rows, and they are named by
+    // partition and offset range.
     let files = sluice_e2e::parquet_files(&events);
-    assert!(files.len() <= (N as usize).div_ceil(20), "{} files for {N} messages", files.len());
-    assert!(files.iter().all(|f| f.file_name().unwrap().to_string_lossy().contains("-metrics-p")));
+    assert!(files.len() <= (N as usize).div_ceil(ROLL_ROWS) + 2 * PARTITIONS as usize, "{} files for {N} messages", files.len());
+    for file in &files {
+        let rows = rows_of(file);
+        assert!(rows <= ROLL_ROWS, "{} holds {rows} rows", file.display());
+        assert!(file.file_name().unwrap().to_string_lossy().contains("-metrics-p"));
+    }
 }
 
 #[test]
@@ -123,6 +132,7 @@ fn kill_9_mid_stream_loses_nothing_and_bounds_duplicates() {
     let events = data.join("kafka-sink/events");
     let crashes = 3;
     const N: i64 = PER_CRASH * 3;
+    let mut left_staging = 0;
     for crash in 0..crashes {
         let fresh = crash as i64 * PER_CRASH;
         broker.produce("crash", PARTITIONS, &bodies(fresh..fresh + PER_CRASH));
@@ -133,17 +143,56 @@ fn kill_9_mid_stream_loses_nothing_and_bounds_duplicates() {
         serve.kill();
         // Every visible file is complete Parquet (read_parquet panics on a partial one).
         rows_in(&events);
+        left_staging += temp_files(&events).len();
     }
+    assert!(left_staging > 0, "no kill left an open staging file; the cleanup below was not exercised");
     let serve = Serve::start(&[&function], &data, free_port(), work.path().join("serve-final.log"));
     let drained = eventually(Duration::from_secs(120), || ids_in(&events).len() == N as usize);
     assert!(drained, "{} of {N} ids after the crashes; log:\n{}", ids_in(&events).len(), serve.log_text());
     assert!(serve.terminate(Duration::from_secs(30)));
+    assert!(temp_files(&events).is_empty(), "staging files of the killed processes were not removed on start");
     let seen = ids_in(&events);
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
-    assert!(
-        duplicates <= crashes * MAX_EVENTS,
-        "{duplicates} duplicates after {crashes} crashes; at most one round ({MAX_EVENTS} events) per crash"
-    );
+    // A crash loses the commit of at most the last roll of each partition; a roll holds at
+    // most roll-rows plus the batch that crossed it.
+    let bound = crashes * PARTITIONS as usize * (ROLL_ROWS + MAX_EVENTS);
+    assert!(duplicates <= bound, "{duplicates} duplicates after {crashes} crashes; at most one roll per partition per crash ({bound})");
+}
+
+/// Rows of one Parquet file, from its footer.
+fn rows_of(file: &Path) -> usize {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap()).unwrap();
+    reader.metadata().file_metadata().num_rows() as usize
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing_and_the_host_reconnects_by_itself() {
+    let storage = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start_persistent(storage.path());
+    broker.create_topic("restart", PARTITIONS as u32);
+    let work = tempfile::tempdir().unwrap();
+    let function = kafka_function(work.path(), &broker, "restart", 200);
+    let data = work.path().join("data");
+    let events = data.join("kafka-sink/events");
+    const FIRST: i64 = 3_000;
+    broker.produce("restart", PARTITIONS, &bodies(0..FIRST));
+    let mut serve = Serve::start(&[&function], &data, free_port(), work.path().join("serve.log"));
+    let progressed = eventually(Duration::from_secs(60), || rows_in(&events) > 0);
+    assert!(progressed, "nothing landed before the restart; log:\n{}", serve.log_text());
+
+    broker.restart(Duration::from_secs(2));
+    const N: i64 = 2 * FIRST;
+    broker.produce("restart", PARTITIONS, &bodies(FIRST..N));
+    let drained = eventually(Duration::from_secs(120), || ids_in(&events).len() == N as usize);
+    assert!(drained, "{} of {N} ids after the broker restart; log:\n{}", ids_in(&events).len(), serve.log_text());
+    assert!(serve.child_is_running(), "serve exited instead of reconnecting; log:\n{}", serve.log_text());
+    assert!(serve.terminate(Duration::from_secs(30)), "serve did not exit 0 after the broker restart");
+    let seen = ids_in(&events);
+    assert_eq!(seen.len(), N as usize);
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    // The host did not crash: every roll's commit reached the broker or is read again once.
+    let bound = PARTITIONS as usize * (ROLL_ROWS + 200);
+    assert!(duplicates <= bound, "{duplicates} duplicates after one broker restart (bound {bound})");
 }
 
 /// The partitions (`<topic>-p<partition>-…` in the file names) of the Parquet under `dir`.
@@ -207,5 +256,6 @@ fn two_serve_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
         *seen.entry(id).or_insert(0) += count;
     }
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
-    assert!(duplicates <= MAX_EVENTS, "{duplicates} duplicates after one kill; at most one round ({MAX_EVENTS} events)");
+    let bound = PARTITIONS as usize * (ROLL_ROWS + MAX_EVENTS);
+    assert!(duplicates <= bound, "{duplicates} duplicates after one kill; at most one roll per partition ({bound})");
 }

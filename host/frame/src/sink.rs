@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
+use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
@@ -73,8 +74,54 @@ fn properties(config: &SinkConfig) -> Result<WriterProperties, FrameError> {
         .build())
 }
 
+/// The hidden name a file has while it is written: `.{name}.{pid}.tmp`. The writer's process
+/// id lets a restart tell the staging files a killed process left behind from live ones.
+pub fn staging_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// The process id in a name [`staging_path`] made for a Parquet or dead-letter (`.jsonl`)
+/// file, if it is one.
+fn staging_owner(file_name: &str) -> Option<u32> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (name, pid) = inner.rsplit_once('.')?;
+    let stem = name.strip_suffix(".parquet").or_else(|| name.strip_suffix(".jsonl"))?;
+    if stem.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the staging files that processes no longer running on this machine left in
+/// `dir` and its hive partition directories (`col=value`): a `kill -9` between staging and
+/// commit leaves them behind. Nothing else is touched. Returns the files removed.
+pub fn remove_stale_staging(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kind = entry.file_type()?;
+        if kind.is_dir() && !name.starts_with('.') && name.contains('=') {
+            removed.extend(remove_stale_staging(&entry.path())?);
+        } else if kind.is_file()
+            && let Some(pid) = staging_owner(&name)
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            std::fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
 /// Writes `frame` as Parquet into `dir` (created if missing) under hidden temporary names
-/// `.{file_stem}-{n:05}.parquet.tmp`, each fsynced; the final names are `{file_stem}-{n:05}.parquet`.
+/// (see [`staging_path`]), each fsynced; the final names are `{file_stem}-{n:05}.parquet`.
 ///
 /// With `max_rows_per_file` the frame is split into several files. The Arrow schema is embedded,
 /// so engine dtypes round-trip (timestamp-ms is Parquet `TIMESTAMP(MILLIS)`). An empty frame
@@ -82,13 +129,13 @@ fn properties(config: &SinkConfig) -> Result<WriterProperties, FrameError> {
 pub fn write_staged(frame: &Frame, dir: &Path, file_stem: &str, config: &SinkConfig) -> Result<Vec<StagedFile>, FrameError> {
     let props = properties(config)?;
     std::fs::create_dir_all(dir).map_err(|e| FrameError::io("create directory", dir, e))?;
-    let batch = frame.record_batch();
+    let batch = frame.record_batch()?;
     let rows = batch.num_rows();
     let per_file = config.max_rows_per_file.unwrap_or(rows.max(1));
     let mut staged = Vec::new();
     for (n, offset) in (0..rows).step_by(per_file).enumerate() {
         let part = batch.slice(offset, per_file.min(rows - offset));
-        let temp_path = dir.join(format!(".{file_stem}-{n:05}.parquet.tmp"));
+        let temp_path = staging_path(dir, &format!("{file_stem}-{n:05}.parquet"));
         let final_path = dir.join(format!("{file_stem}-{n:05}.parquet"));
         let file = File::create(&temp_path).map_err(|e| FrameError::io("create", &temp_path, e))?;
         let result = (|| {
@@ -193,8 +240,8 @@ impl StagedStream {
         while offset < batch.num_rows() {
             if self.open.is_none() {
                 let n = self.staged.len();
-                let temp_path = self.dir.join(format!(".{}-{n:05}.parquet.tmp", self.file_stem));
                 let final_path = self.dir.join(format!("{}-{n:05}.parquet", self.file_stem));
+                let temp_path = staging_path(&self.dir, &format!("{}-{n:05}.parquet", self.file_stem));
                 let file = File::create(&temp_path).map_err(|e| FrameError::io("create", &temp_path, e))?;
                 let staged = StagedFile { temp_path, final_path, rows: 0, bytes: 0 };
                 self.open = Some((ParallelWriter::new(file, batch.schema(), &self.props)?, staged));
@@ -234,6 +281,195 @@ impl StagedStream {
             self.staged.push(staged);
         }
         discard_staged(&self.staged);
+    }
+}
+
+/// The directory name Hive gives a null partition value.
+pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// Splits `batch` by the values of `columns`, Hive style: each part comes with its directory
+/// `col=value/…` (relative) and without the partition columns, which readers rebuild from the
+/// path. Values are percent-escaped except `[A-Za-z0-9_.-]`, so no value can name another
+/// directory (`/`, `..` and `=` are escaped or harmless after `col=`).
+pub fn split_by_partition(batch: &RecordBatch, columns: &[String]) -> Result<Vec<(PathBuf, RecordBatch)>, FrameError> {
+    let schema = batch.schema();
+    let available = || schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    let mut key_columns = Vec::with_capacity(columns.len());
+    for name in columns {
+        let index = schema.index_of(name).map_err(|_| FrameError::ColumnNotFound { name: name.clone(), available: available() })?;
+        key_columns.push(index);
+    }
+    let kept: Vec<usize> = (0..schema.fields().len()).filter(|i| !key_columns.contains(i)).collect();
+    if kept.is_empty() {
+        return Err(FrameError::InvalidArgument(format!(
+            "partition-by {columns:?} leaves no column to write; the frame has only [{}]",
+            available().join(", ")
+        )));
+    }
+    let options = arrow::util::display::FormatOptions::default();
+    let formatters = key_columns
+        .iter()
+        .map(|&i| arrow::util::display::ArrayFormatter::try_new(batch.column(i).as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut groups: std::collections::BTreeMap<PathBuf, Vec<u32>> = std::collections::BTreeMap::new();
+    for row in 0..batch.num_rows() {
+        let mut dir = PathBuf::new();
+        for (formatter, &index) in formatters.iter().zip(&key_columns) {
+            let value = if batch.column(index).is_null(row) { NULL_PARTITION.to_string() } else { escape_partition_value(&formatter.value(row).to_string()) };
+            dir.push(format!("{}={value}", schema.field(index).name()));
+        }
+        groups.entry(dir).or_default().push(row as u32);
+    }
+    let kept_schema = Arc::new(schema.project(&kept)?);
+    groups
+        .into_iter()
+        .map(|(dir, rows)| {
+            let rows = arrow::array::UInt32Array::from(rows);
+            let columns = kept
+                .iter()
+                .map(|&i| arrow::compute::take(batch.column(i).as_ref(), &rows, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((dir, RecordBatch::try_new(kept_schema.clone(), columns)?))
+        })
+        .collect()
+}
+
+/// Percent-escapes every byte of `value` outside `[A-Za-z0-9_.-]`.
+fn escape_partition_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-') {
+            escaped.push(byte as char);
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}
+
+/// Creates the hive partition directory `dir/relative` and makes its new entries durable
+/// (fsync of each parent that gained one), so a committed file's directory survives a crash.
+pub fn create_partition_dir(dir: &Path, relative: &Path) -> Result<PathBuf, FrameError> {
+    let mut current = dir.to_path_buf();
+    for part in relative.components() {
+        let parent = current.clone();
+        current.push(part);
+        match std::fs::create_dir(&current) {
+            Ok(()) => File::open(&parent).and_then(|d| d.sync_all()).map_err(|e| FrameError::io("fsync directory", &parent, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(FrameError::io("create directory", &current, e)),
+        }
+    }
+    Ok(current)
+}
+
+/// Rows held in memory before they are encoded as a row group of a [`RollingFile`], at most.
+const ROLLING_BUFFER_BYTES: usize = 64 << 20;
+
+/// A Parquet file that stays open across batches: a stream's sink file between two rolls.
+/// Appended rows wait in memory until they fill a row group (or [`ROLLING_BUFFER_BYTES`]), so
+/// many small batches still make row groups of a useful size; nothing is durable until
+/// [`RollingFile::finish`] fsyncs the file and it is committed like any staged file.
+pub struct RollingFile {
+    writer: ParallelWriter,
+    temp_path: PathBuf,
+    row_group_rows: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    rows: u64,
+}
+
+impl RollingFile {
+    /// Creates the staging file `.{name}.{pid}.tmp` in `dir` (created if missing) for rows of `schema`.
+    pub fn create(dir: &Path, name: &str, schema: arrow::datatypes::SchemaRef, config: &SinkConfig) -> Result<RollingFile, FrameError> {
+        let props = properties(config)?;
+        std::fs::create_dir_all(dir).map_err(|e| FrameError::io("create directory", dir, e))?;
+        let temp_path = staging_path(dir, name);
+        let file = File::create(&temp_path).map_err(|e| FrameError::io("create", &temp_path, e))?;
+        let writer = ParallelWriter::new(file, schema, &props)?;
+        Ok(RollingFile {
+            writer,
+            temp_path,
+            row_group_rows: config.row_group_rows,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            rows: 0,
+        })
+    }
+
+    pub fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.writer.schema
+    }
+
+    /// Rows appended so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes of the file so far: encoded row groups plus the in-memory size of rows not yet encoded.
+    pub fn bytes(&self) -> u64 {
+        (self.writer.writer.bytes_written() + self.pending_bytes) as u64
+    }
+
+    /// Appends rows of this file's schema.
+    pub fn append(&mut self, batch: &RecordBatch) -> Result<(), FrameError> {
+        if batch.schema().fields() != self.writer.schema.fields() {
+            return Err(FrameError::InvalidArgument(format!(
+                "rows of schema {:?} appended to a file of schema {:?}",
+                batch.schema().fields(),
+                self.writer.schema.fields()
+            )));
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        self.pending_rows += batch.num_rows();
+        self.pending_bytes += batch.get_array_memory_size();
+        self.pending.push(batch.clone());
+        if self.pending_rows >= self.row_group_rows || self.pending_bytes >= ROLLING_BUFFER_BYTES {
+            self.encode_pending()?;
+        }
+        Ok(())
+    }
+
+    fn encode_pending(&mut self) -> Result<(), FrameError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let rows = arrow::compute::concat_batches(&self.writer.schema, &self.pending)?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.writer.write(&rows, self.row_group_rows)
+    }
+
+    /// Encodes what is left, closes and fsyncs the file; it then waits for [`commit_staged`]
+    /// under `final_path`.
+    pub fn finish(mut self, final_path: PathBuf) -> Result<StagedFile, FrameError> {
+        let encoded = self.encode_pending();
+        let RollingFile { writer, temp_path, rows, .. } = self;
+        let result = encoded.and_then(|()| {
+            let file = writer.writer.into_inner()?;
+            file.sync_all().map_err(|e| FrameError::io("fsync", &temp_path, e))?;
+            Ok(file.metadata().map_err(|e| FrameError::io("stat", &temp_path, e))?.len())
+        });
+        let staged = StagedFile { temp_path, final_path, rows, bytes: 0 };
+        match result {
+            Ok(bytes) => Ok(StagedFile { bytes, ..staged }),
+            Err(error) => {
+                discard_staged(std::slice::from_ref(&staged));
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes the staging file.
+    pub fn discard(self) {
+        let staged = StagedFile { temp_path: self.temp_path, final_path: PathBuf::new(), rows: 0, bytes: 0 };
+        discard_staged(&[staged]);
     }
 }
 
@@ -317,7 +553,7 @@ mod tests {
         }
         assert_eq!(staged[2].final_path.file_name().unwrap(), "batch-7-00002.parquet");
         let back = arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
-        assert_eq!(&back, f.record_batch());
+        assert_eq!(&back, f.record_batch().unwrap());
     }
 
     #[test]
@@ -327,19 +563,103 @@ mod tests {
         let config = SinkConfig { row_group_rows: 400, max_rows_per_file: Some(1000), ..Default::default() };
         let mut stream = StagedStream::new(dir.path(), "s", &config).unwrap();
         for (offset, len) in [(0, 700), (700, 1100), (1800, 700)] {
-            stream.push(&f.record_batch().slice(offset, len)).unwrap();
+            stream.push(&f.record_batch().unwrap().slice(offset, len)).unwrap();
         }
         let staged = stream.finish().unwrap();
         assert_eq!(staged.iter().map(|s| s.rows).collect::<Vec<_>>(), [1000, 1000, 500]);
         let parts: Vec<RecordBatch> = staged.iter().map(|s| read(&s.temp_path)).collect();
         let back = arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
-        assert_eq!(&back, f.record_batch());
+        assert_eq!(&back, f.record_batch().unwrap());
 
         let mut stream = StagedStream::new(dir.path(), "d", &config).unwrap();
-        stream.push(&f.record_batch().slice(0, 10)).unwrap();
+        stream.push(&f.record_batch().unwrap().slice(0, 10)).unwrap();
+        let open = staging_path(dir.path(), "d-00000.parquet");
+        assert!(open.exists());
         stream.discard();
-        assert!(!dir.path().join(".d-00000.parquet.tmp").exists());
+        assert!(!open.exists());
         assert!(StagedStream::new(dir.path(), "e", &config).unwrap().finish().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_rolling_file_gathers_batches_into_row_groups_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = frame(2500);
+        let config = SinkConfig { row_group_rows: 1000, ..Default::default() };
+        let mut file = RollingFile::create(dir.path(), "lane-open-0.parquet", f.record_batch().unwrap().schema(), &config).unwrap();
+        for offset in (0..2500).step_by(100) {
+            file.append(&f.record_batch().unwrap().slice(offset, 100)).unwrap();
+        }
+        assert_eq!(file.rows(), 2500);
+        assert!(file.bytes() > 0);
+        let other = frame(1).record_batch().unwrap().project(&[0]).unwrap();
+        let err = file.append(&other).unwrap_err().to_string();
+        assert!(err.contains("appended to a file of schema"), "{err}");
+        let staged = file.finish(dir.path().join("lane-o0-9.parquet")).unwrap();
+        assert_eq!(staged.rows, 2500);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&staged.temp_path).unwrap()).unwrap();
+        assert_eq!(reader.metadata().num_row_groups(), 3, "ten 100-row appends make one 1000-row group");
+        commit_staged(std::slice::from_ref(&staged)).unwrap();
+        assert_eq!(&read(&staged.final_path), f.record_batch().unwrap());
+
+        let dropped = RollingFile::create(dir.path(), "gone.parquet", f.record_batch().unwrap().schema(), &config).unwrap();
+        dropped.discard();
+        assert!(!staging_path(dir.path(), "gone.parquet").exists());
+    }
+
+    #[test]
+    fn stale_staging_files_of_dead_processes_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("day=1");
+        std::fs::create_dir(&nested).unwrap();
+        let dead_pid = u32::MAX - 7;
+        let stale = [
+            dir.path().join(format!(".k-00000.parquet.{dead_pid}.tmp")),
+            nested.join(format!(".k-00001.parquet.{dead_pid}.tmp")),
+            dir.path().join(format!(".run-1.failed.jsonl.{dead_pid}.tmp")),
+        ];
+        let kept = [
+            staging_path(dir.path(), "live-00000.parquet"),
+            dir.path().join("k-00000.parquet"),
+            dir.path().join(format!(".notes.{dead_pid}.tmp")),
+            dir.path().join(".parquet.1.tmp"),
+            dir.path().join("plain/.x.parquet.1.tmp"),
+        ];
+        std::fs::create_dir(dir.path().join("plain")).unwrap();
+        for path in stale.iter().chain(&kept) {
+            std::fs::write(path, b"x").unwrap();
+        }
+        let mut removed = remove_stale_staging(dir.path()).unwrap();
+        removed.sort();
+        let mut expected = stale.to_vec();
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(kept.iter().all(|p| p.exists()));
+        assert!(remove_stale_staging(&dir.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn partitions_split_rows_by_value_and_escape_them() {
+        let batch = RecordBatch::try_from_iter(vec![
+            ("day", Arc::new(StringArray::from(vec![Some("a/../../b"), Some("x"), None, Some("x")])) as ArrayRef),
+            ("n", Arc::new(Int64Array::from(vec![1, 2, 3, 4])) as ArrayRef),
+        ])
+        .unwrap();
+        let parts = split_by_partition(&batch, &["day".to_string()]).unwrap();
+        let dirs: Vec<_> = parts.iter().map(|(d, b)| (d.to_str().unwrap().to_string(), b.num_rows())).collect();
+        assert_eq!(
+            dirs,
+            [("day=__HIVE_DEFAULT_PARTITION__".to_string(), 1), ("day=a%2F..%2F..%2Fb".to_string(), 1), ("day=x".to_string(), 2)]
+        );
+        assert!(parts.iter().all(|(dir, _)| dir.components().count() == 1));
+        assert_eq!(parts[2].1.schema().fields().len(), 1, "the partition column lives in the path");
+        let err = split_by_partition(&batch, &["nope".to_string()]).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::ColumnNotFound);
+        let err = split_by_partition(&batch, &["day".to_string(), "n".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("leaves no column"), "{err}");
+
+        let root = tempfile::tempdir().unwrap();
+        let made = create_partition_dir(root.path(), Path::new("day=x/hour=1")).unwrap();
+        assert!(made.is_dir() && made.starts_with(root.path()));
     }
 
     #[test]

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sluice_frame::FrameError;
 use sluice_manifest::Limits;
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::batch::SharedBatch;
+use crate::deployment::{Deployment, FunctionMetrics, GuestLogLine};
 use crate::bindings::{GuestError, HandlerPre, Outcome};
 use crate::engine::{HandlerComponent, Runtime};
 use crate::error::InvokeError;
+use crate::rolling::BufferedWrite;
 use crate::sinks::{Sinks, WrittenFile};
 use crate::state::{FunctionContext, InvocationState};
 
@@ -31,6 +34,17 @@ pub struct Invocation {
     pub skipped_lines: usize,
     pub dead_letter: Option<PathBuf>,
     pub elapsed: Duration,
+    /// With [`WriteMode::BufferForLane`]: the rows written, for the trigger's lane to append.
+    pub buffered: Vec<BufferedWrite>,
+}
+
+/// Where a successful invocation's writes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Files of this batch alone, durable when the invocation returns.
+    CommitFiles,
+    /// Held in memory and returned, for a [`crate::Lane`] that rolls files across batches.
+    BufferForLane,
 }
 
 /// A function ready to run: compiled, linked, with its sinks resolved.
@@ -42,15 +56,18 @@ pub struct Function {
     hash: String,
     next_invocation: AtomicU64,
     instances: Semaphore,
+    metrics: FunctionMetrics,
 }
 
 impl Function {
     pub(crate) fn new(runtime: &Runtime, component: HandlerComponent, context: FunctionContext, limits: Limits) -> Self {
+        let metrics = FunctionMetrics::new(&context.deployment, &context.name);
         Function {
+            metrics,
             pre: component.pre,
             engine: runtime.engine().clone(),
             context: Arc::new(context),
-            instances: Semaphore::new(limits.instances as usize),
+            instances: Semaphore::new(limits.max_instances as usize),
             limits,
             hash: component.hash,
             next_invocation: AtomicU64::new(1),
@@ -70,15 +87,51 @@ impl Function {
         &self.context.sinks
     }
 
+    /// The tenant and version this function was deployed as.
+    pub fn deployment(&self) -> &Deployment {
+        &self.context.deployment
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Invocations running or waiting for the tenant's instance cap right now.
+    pub fn instances_in_use(&self) -> usize {
+        (self.limits.max_instances as usize).saturating_sub(self.instances.available_permits())
+    }
+
     /// Runs the handler over one batch in a fresh instance. `batch_key` names the files the
     /// batch writes; it must be unique per batch (a replay of the same batch reuses it, and
     /// then refuses to overwrite what the first run made durable).
     pub async fn invoke(&self, batch: SharedBatch, batch_key: &str) -> Result<Invocation, InvokeError> {
+        self.invoke_with(batch, batch_key, WriteMode::CommitFiles).await
+    }
+
+    /// [`Function::invoke`], with the batch's writes either committed as files of their own
+    /// or held in [`Invocation::buffered`] for a stream lane.
+    pub async fn invoke_with(&self, batch: SharedBatch, batch_key: &str, mode: WriteMode) -> Result<Invocation, InvokeError> {
+        let (events, bytes_in, started) = (batch.len(), batch.bytes(), Instant::now());
+        let result = self.run(batch, batch_key, mode).await;
+        match &result {
+            Ok(done) => self.metrics.batch_handled(events, bytes_in, done.elapsed, &done.written),
+            Err(error) => self.metrics.batch_failed(error.cause(), started.elapsed()),
+        }
+        result
+    }
+
+    async fn run(&self, batch: SharedBatch, batch_key: &str, mode: WriteMode) -> Result<Invocation, InvokeError> {
         let _permit = self.instances.acquire().await.expect("the instance semaphore is never closed");
+        let _tenant_permit = match &self.context.deployment.tenant_instances {
+            Some(shared) => Some(shared.clone().acquire_owned().await.expect("the tenant semaphore is never closed")),
+            None => None,
+        };
+        let _in_use = self.metrics.instance_in_use();
         let started = Instant::now();
         let id = self.next_invocation.fetch_add(1, Ordering::Relaxed);
         let memory_limit = usize::try_from(self.limits.memory_mb << 20).unwrap_or(usize::MAX);
-        let state = InvocationState::new(self.context.clone(), batch_key.to_string(), id, memory_limit);
+        let mut state = InvocationState::new(self.context.clone(), batch_key.to_string(), id, memory_limit);
+        state.buffered = (mode == WriteMode::BufferForLane).then(Vec::new);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick the guest yields to the executor, so a long handler shares the
@@ -101,7 +154,11 @@ impl Function {
                     .context
                     .sinks
                     .commit(&staged)
-                    .map_err(|e| InvokeError::Commit(e.to_string()))?;
+                    .map_err(|e| match e {
+                        // The only limit a commit checks is the tenant's sink budget.
+                        FrameError::Limit(quota) => InvokeError::SinkQuota(quota),
+                        other => InvokeError::Commit(other.to_string()),
+                    })?;
                 let bad_lines = std::mem::take(&mut state.bad_lines);
                 let dead_letter = if bad_lines.is_empty() {
                     None
@@ -119,6 +176,7 @@ impl Function {
                 Ok(Invocation {
                     outcome,
                     written,
+                    buffered: state.buffered.take().unwrap_or_default(),
                     rows_parsed: state.rows_parsed,
                     skipped_lines: bad_lines.len(),
                     dead_letter,
@@ -127,7 +185,11 @@ impl Function {
             }
             Err(error) => {
                 self.context.sinks.discard(&staged);
+                log_guest_output(state);
                 let error = classify(error, state, &self.limits);
+                if let Some(sink) = &self.context.deployment.guest_log {
+                    sink.invocation_failed(id, &error);
+                }
                 tracing::warn!(%error, "invocation failed");
                 Err(error)
             }
@@ -195,10 +257,15 @@ fn output_tail(pipe: &wasmtime_wasi::p2::pipe::MemoryOutputPipe) -> String {
 }
 
 fn log_guest_output(state: &InvocationState) {
-    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+    for (stream, level, pipe) in [("stdout", "info", &state.stdout), ("stderr", "warn", &state.stderr)] {
         let text = output_tail(pipe);
         if !text.is_empty() {
             tracing::debug!(target: "guest", stream, "{text}");
+            if let Some(sink) = &state.function.deployment.guest_log {
+                for line in text.lines() {
+                    sink.line(GuestLogLine { level, invocation: state.invocation_id, message: line.to_string() });
+                }
+            }
         }
     }
 }

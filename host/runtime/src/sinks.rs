@@ -1,27 +1,39 @@
 //! Parquet sinks named in the manifest, resolved under the function's data root.
 //!
 //! A handler's writes are staged under temporary names during the invocation and become
-//! visible only when the handler returned ok (fsync, rename, fsync of the directory).
+//! visible only when the handler returned ok (fsync, rename, fsync of the directory). Stream
+//! triggers may instead have the writes held in memory ([`Sinks::buffer`]) and appended to the
+//! open files of a [`crate::Lane`] that rolls across batches.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sluice_frame::ingest::BadLine;
-use sluice_frame::sink::{Compression, SinkConfig, StagedFile, StagedStream, commit_staged, discard_staged, write_staged};
+use sluice_frame::sink::{
+    Compression, SinkConfig, StagedFile, StagedStream, commit_staged, create_partition_dir, discard_staged, remove_stale_staging,
+    split_by_partition, write_staged,
+};
 use sluice_frame::{Frame, FrameError, LazyFrame};
 use sluice_manifest::{SinkCompression, SinkSpec, check_relative_path};
 
 use crate::batch::Batch;
+use crate::deployment::SinkBudget;
 use crate::error::LoadError;
+use crate::rolling::{BufferedWrite, DEFAULT_ROLL_AFTER, DEFAULT_ROLL_BYTES, RollBounds};
 
 /// Directory (under the data root) that receives lines and events that could not be handled.
 pub const DEAD_LETTER_DIR: &str = "_dead_letter";
 
 #[derive(Debug)]
-struct ResolvedSink {
-    dir: PathBuf,
-    config: SinkConfig,
+pub(crate) struct ResolvedSink {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: SinkConfig,
+    /// Hive-style partition columns: rows go to `<dir>/<col>=<value>/…`.
+    pub(crate) partition_by: Vec<String>,
+    /// When the files of a stream lane roll.
+    pub(crate) roll: RollBounds,
 }
 
 /// The sinks of one function, with their directories created and checked.
@@ -29,6 +41,8 @@ struct ResolvedSink {
 pub struct Sinks {
     root: PathBuf,
     sinks: BTreeMap<String, ResolvedSink>,
+    /// The tenant's sink-bytes quota, checked at every commit.
+    budget: Option<Arc<SinkBudget>>,
 }
 
 /// A file a sink made durable.
@@ -42,7 +56,9 @@ pub struct WrittenFile {
 
 impl Sinks {
     /// Creates every sink directory under `root` and refuses any that resolves outside it
-    /// (a `..`, an absolute path, or a symlink pointing out).
+    /// (a `..`, an absolute path, or a symlink pointing out). Staging files that a killed
+    /// process left in the sink and dead-letter directories are removed (only names the host
+    /// gives its own staging files, only of processes no longer running).
     pub fn resolve(root: &Path, specs: &BTreeMap<String, SinkSpec>) -> Result<Sinks, LoadError> {
         let refuse = |name: &str, why: String| LoadError::Sink { name: name.to_string(), why };
         std::fs::create_dir_all(root).map_err(|e| refuse("(data root)", format!("{}: {e}", root.display())))?;
@@ -58,16 +74,29 @@ impl Sinks {
             if !dir.starts_with(&root) {
                 return Err(refuse(name, format!("`{}` resolves outside the data root", spec.path.display())));
             }
-            sinks.insert(name.clone(), ResolvedSink { dir, config: sink_config(spec) });
+            remove_stale(&dir).map_err(|e| refuse(name, format!("removing stale staging files in {}: {e}", dir.display())))?;
+            let roll = RollBounds {
+                rows: spec.roll_rows,
+                bytes: spec.roll_bytes.unwrap_or(DEFAULT_ROLL_BYTES),
+                after: spec.roll_ms.map_or(DEFAULT_ROLL_AFTER, std::time::Duration::from_millis),
+            };
+            sinks.insert(name.clone(), ResolvedSink { dir, config: sink_config(spec), partition_by: spec.partition_by.clone(), roll });
         }
-        Ok(Sinks { root, sinks })
+        let dead_letters = root.join(DEAD_LETTER_DIR);
+        remove_stale(&dead_letters).map_err(|e| refuse(DEAD_LETTER_DIR, format!("removing stale staging files: {e}")))?;
+        Ok(Sinks { root, sinks, budget: None })
+    }
+
+    /// Counts every commit against `budget`; a commit past it fails and writes nothing.
+    pub fn with_budget(self, budget: Arc<SinkBudget>) -> Sinks {
+        Sinks { budget: Some(budget), ..self }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    fn sink(&self, name: &str) -> Result<&ResolvedSink, FrameError> {
+    pub(crate) fn resolved(&self, name: &str) -> Result<&ResolvedSink, FrameError> {
         self.sinks.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
             FrameError::InvalidArgument(format!(
@@ -77,16 +106,41 @@ impl Sinks {
         })
     }
 
-    /// Writes `frame` to the sink `name` under temporary names.
+    /// Writes `frame` to the sink `name` under temporary names (one set of files per hive
+    /// partition when the sink has `partition-by`).
     pub fn stage(&self, name: &str, frame: &Frame, stem: &str) -> Result<Vec<StagedFile>, FrameError> {
-        let sink = self.sink(name)?;
-        write_staged(frame, &sink.dir, stem, &sink.config)
+        let sink = self.resolved(name)?;
+        if sink.partition_by.is_empty() {
+            return write_staged(frame, &sink.dir, stem, &sink.config);
+        }
+        let mut staged = Vec::new();
+        for (relative, part) in split_by_partition(frame.record_batch()?, &sink.partition_by)? {
+            let written = create_partition_dir(&sink.dir, &relative)
+                .and_then(|dir| write_staged(&Frame::new(part), &dir, stem, &sink.config));
+            match written {
+                Ok(files) => staged.extend(files),
+                Err(error) => {
+                    discard_staged(&staged);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Holds `frame` for a stream lane instead of staging it; checks that the sink exists.
+    pub fn buffer(&self, name: &str, frame: Frame) -> Result<BufferedWrite, FrameError> {
+        self.resolved(name)?;
+        Ok(BufferedWrite { sink: name.to_string(), frame })
     }
 
     /// Streams a lazy frame's rows into the sink `name` without materializing them; `Ok(None)`
     /// when the frame cannot be streamed (nothing stays behind; write it with [`Sinks::stage`]).
     pub fn stage_stream(&self, name: &str, frame: &LazyFrame, stem: &str) -> Result<Option<Vec<StagedFile>>, FrameError> {
-        let sink = self.sink(name)?;
+        let sink = self.resolved(name)?;
+        if !sink.partition_by.is_empty() {
+            return Ok(None);
+        }
         let mut stream = StagedStream::new(&sink.dir, stem, &sink.config)?;
         match frame.stream_into(&mut |batch| stream.push(batch)) {
             Ok(true) => Ok(Some(stream.finish()?)),
@@ -115,7 +169,16 @@ impl Sinks {
             tracing::info!(files = replayed.len(), "replayed batch: identical files are already durable");
         }
         discard_staged(&replayed);
-        commit_staged(&fresh)?;
+        let fresh_bytes: u64 = fresh.iter().map(|f| f.bytes).sum();
+        if let Some(budget) = &self.budget {
+            budget.reserve(fresh_bytes).map_err(|exceeded| FrameError::Limit(exceeded.to_string()))?;
+        }
+        if let Err(error) = commit_staged(&fresh) {
+            if let Some(budget) = &self.budget {
+                budget.release(fresh_bytes);
+            }
+            return Err(error);
+        }
         Ok(staged
             .iter()
             .map(|(sink, f)| WrittenFile { sink: sink.clone(), path: f.final_path.clone(), rows: f.rows, bytes: f.bytes })
@@ -163,7 +226,7 @@ impl Sinks {
         let dir = self.root.join(DEAD_LETTER_DIR);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(file_name);
-        let temp = dir.join(format!(".{file_name}.tmp"));
+        let temp = sluice_frame::sink::staging_path(&dir, file_name);
         let mut out = std::io::BufWriter::new(std::fs::File::create(&temp)?);
         for record in records {
             serde_json::to_writer(&mut out, &record)?;
@@ -175,6 +238,15 @@ impl Sinks {
         std::fs::File::open(&dir)?.sync_all()?;
         Ok(path)
     }
+}
+
+/// Removes stale staging files under `dir`, logging what went.
+fn remove_stale(dir: &Path) -> std::io::Result<()> {
+    let removed = remove_stale_staging(dir)?;
+    if !removed.is_empty() {
+        tracing::info!(dir = %dir.display(), files = removed.len(), "removed staging files a stopped process left behind");
+    }
+    Ok(())
 }
 
 /// Whether `file`'s final name already holds the same bytes as its staged copy.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sluice_frame::ingest::BadLinePolicy;
 use sluice_manifest::CronTrigger;
-use sluice_runtime::{Batch, EventMeta, Function, FunctionSlot, Message, TriggerKind};
+use sluice_runtime::{Batch, EventMeta, Function, FunctionSlot, Message, TriggerKind, WriteMode};
 
 use crate::Shutdown;
 use crate::delivery::{Delivered, RetryPolicy, deliver};
@@ -114,7 +114,7 @@ async fn fire(function: &Function, tick: DateTime<Utc>, retry: &RetryPolicy, sta
         meta: EventMeta::Cron { scheduled_ms },
     };
     let batch = Arc::new(Batch::from_messages(TriggerKind::Cron, vec![event], BadLinePolicy::Fail));
-    match deliver(function, batch, &format!("cron-{scheduled_ms}"), retry).await {
+    match deliver(function, batch, &format!("cron-{scheduled_ms}"), retry, WriteMode::CommitFiles).await {
         Ok(Delivered::Committed { .. }) => {}
         Ok(Delivered::DeadLettered { .. }) => {
             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_manifest::Retry;
-use sluice_runtime::{Function, InvokeError, Invocation, SharedBatch};
+use sluice_runtime::{Function, InvokeError, Invocation, SharedBatch, WriteMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -53,8 +53,8 @@ pub struct DeliveryError {
     pub io: std::io::Error,
 }
 
-/// Invokes `function` on `batch` until it succeeds or `policy.attempts` are spent, then
-/// dead-letters the events. A commit that clashes with files of another run of the same
+/// Invokes `function` on `batch` (its writes going where `mode` says) until it succeeds or
+/// `policy.attempts` are spent, then dead-letters the events. A commit that clashes with files of another run of the same
 /// key (a replay whose handler wrote different bytes) is retried under a key of its own,
 /// so nothing durable is overwritten and nothing is lost.
 pub async fn deliver(
@@ -62,11 +62,12 @@ pub async fn deliver(
     batch: SharedBatch,
     key: &str,
     policy: &RetryPolicy,
+    mode: WriteMode,
 ) -> Result<Delivered, DeliveryError> {
     let mut attempt_key = key.to_string();
     let mut attempt = 1;
     loop {
-        match function.invoke(batch.clone(), &attempt_key).await {
+        match function.invoke_with(batch.clone(), &attempt_key, mode).await {
             Ok(invocation) => return Ok(Delivered::Committed { invocation, attempts: attempt }),
             Err(error) if attempt >= policy.attempts => {
                 tracing::error!(function = function.name(), batch = key, attempts = attempt, %error, "batch dead-lettered");

@@ -1,11 +1,18 @@
 //! The Kafka trigger: one member of a consumer group.
 //!
-//! A polling thread gathers messages into rounds by `[batching]`; each round is split by
-//! partition into batches (keyed `<topic>-p<partition>-o<first>-<last>`, so a replay after a
-//! crash reuses the key) that run concurrently on the function's instances. Offsets are stored
-//! only after a round's batches are durable (committed or dead-lettered) and committed right
-//! after; on a partition revocation the polling thread waits until every round it handed out
-//! is settled, so librdkafka commits them before the partitions move.
+//! A polling thread gathers messages into rounds by `[batching]`, while the previous round is
+//! being settled; each round is split by partition into batches (keyed
+//! `<topic>-p<partition>-o<first>-<last>`) that run concurrently on the function's instances.
+//! A batch's rows are appended to its partition's [`Lane`]: sink files that stay open across
+//! batches and roll (fsync, rename, fsync of the directory) at the sinks' `roll-rows`,
+//! `roll-bytes` or `roll-ms`. A partition's offset is stored and committed only once every
+//! batch before it is durable: rolled, dead-lettered, or without rows. On a partition
+//! revocation the polling thread waits until every round it handed out is settled and every
+//! lane rolled, so librdkafka commits them before the partitions move; shutdown rolls too.
+//!
+//! After a crash the partitions are read again from the last commit: at most the rows of one
+//! roll per partition (rolled, but its commit not yet at the broker) land twice, in files of
+//! other names or, when the batches are cut the same way, as identical files found durable.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
+use sluice_frame::FrameError;
 use sluice_frame::ingest::BadLinePolicy;
 use sluice_manifest::{BadLines, InitialOffset, KafkaTrigger};
-use sluice_runtime::{Batch, EventMeta, Function, FunctionSlot, Message, TriggerKind};
+use sluice_runtime::{Batch, EventMeta, Function, FunctionSlot, Lane, Message, TriggerKind, WriteMode};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -26,6 +34,9 @@ use crate::Shutdown;
 
 /// The longest the polling thread goes without looking at the shutdown signal.
 const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
+
+/// How often lanes are checked for a roll that is due by time or asked for by a rebalance.
+const LANE_CHECK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -37,6 +48,8 @@ pub enum KafkaError {
     Undeliverable { function: String, source: DeliveryError },
     #[error("kafka trigger of `{function}`: the polling thread panicked")]
     PollThread { function: String },
+    #[error("kafka trigger of `{function}`: cannot make the files of partition {topic}/{partition} durable: {source}")]
+    Roll { function: String, topic: String, partition: i32, source: FrameError },
 }
 
 /// What a Kafka trigger did, for the log and for tests.
@@ -65,26 +78,55 @@ struct Polled {
     body: Vec<u8>,
 }
 
-/// Rounds handed to the processing side and not yet settled.
+/// Rounds handed to the processing side and not yet settled, and whether a rebalance waits
+/// for every lane to roll.
 #[derive(Default)]
 struct InFlight {
-    rounds: Mutex<usize>,
+    state: Mutex<Pending>,
     settled: Condvar,
 }
 
+#[derive(Default)]
+struct Pending {
+    rounds: usize,
+    roll_requested: bool,
+    /// The processing side stopped: nothing will settle any more.
+    closed: bool,
+}
+
 impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.state.lock().expect("in-flight lock")
+    }
+
     fn begin(&self) {
-        *self.rounds.lock().expect("in-flight lock") += 1;
+        self.lock().rounds += 1;
     }
 
     fn end(&self) {
-        *self.rounds.lock().expect("in-flight lock") -= 1;
+        self.lock().rounds -= 1;
         self.settled.notify_all();
     }
 
-    fn wait_settled(&self) {
-        let rounds = self.rounds.lock().expect("in-flight lock");
-        drop(self.settled.wait_while(rounds, |n| *n > 0).expect("in-flight lock"));
+    /// Asks the processing side to roll every lane and waits until it did, after every round.
+    fn settle_and_roll(&self) {
+        let mut pending = self.lock();
+        pending.roll_requested = true;
+        drop(self.settled.wait_while(pending, |p| !p.closed && (p.rounds > 0 || p.roll_requested)).expect("in-flight lock"));
+    }
+
+    fn roll_requested(&self) -> bool {
+        self.lock().roll_requested
+    }
+
+    fn rolled(&self) {
+        self.lock().roll_requested = false;
+        self.settled.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.settled.notify_all();
     }
 }
 
@@ -100,8 +142,8 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
-                tracing::info!(function = %self.function, partitions = partitions.count(), "partitions revoked: settling in-flight batches");
-                self.in_flight.wait_settled();
+                tracing::info!(function = %self.function, partitions = partitions.count(), "partitions revoked: settling in-flight batches and rolling their files");
+                self.in_flight.settle_and_roll();
             }
             Rebalance::Assign(partitions) => {
                 tracing::info!(function = %self.function, partitions = partitions.count(), "partitions assigned");
@@ -145,20 +187,43 @@ impl KafkaSource {
             BadLines::Fail => BadLinePolicy::Fail,
             BadLines::Skip => BadLinePolicy::Skip,
         };
+        let mut lanes = Lanes::default();
+        let mut check = tokio::time::interval(LANE_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut failure = None;
-        while let Some(round) = rounds_rx.recv().await {
-            let settled = self.settle_round(&function.current(), round, policy).await;
-            match settled {
+        loop {
+            tokio::select! {
+                round = rounds_rx.recv() => {
+                    let Some(round) = round else { break };
+                    let settled = self.settle_round(&function.current(), &mut lanes, round, policy).await;
+                    let stored = settled.map(|offsets| store_and_commit(&consumer, &offsets, CommitMode::Async));
+                    in_flight.end();
+                    if let Err(error) = stored {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                _ = check.tick() => {}
+            }
+            let roll_all = in_flight.roll_requested();
+            match lanes.roll(roll_all).await {
                 Ok(offsets) => store_and_commit(&consumer, &offsets, CommitMode::Async),
-                Err(source) => {
-                    failure.get_or_insert(KafkaError::Undeliverable { function: name.clone(), source });
+                Err(error) => {
+                    failure = Some(error);
+                    break;
                 }
             }
-            in_flight.end();
-            if failure.is_some() {
-                break;
+            if roll_all {
+                in_flight.rolled();
             }
         }
+        match lanes.roll(true).await {
+            Ok(offsets) => store_and_commit(&consumer, &offsets, CommitMode::Async),
+            Err(error) => {
+                failure.get_or_insert(error);
+            }
+        }
+        in_flight.close();
         while rounds_rx.try_recv().is_ok() {
             in_flight.end();
         }
@@ -205,14 +270,17 @@ impl KafkaSource {
             })
     }
 
-    /// Runs one batch per partition of `round`, concurrently; returns the offsets to store
-    /// (the next offset to read, per partition).
+    /// Runs one batch per partition of `round`, concurrently, each appending its rows to its
+    /// partition's lane; returns the offsets that became safe to store (the next offset to
+    /// read, per partition whose batches are all durable).
     async fn settle_round(
         &self,
         function: &Arc<Function>,
+        lanes: &mut Lanes,
         round: Vec<Polled>,
         policy: BadLinePolicy,
-    ) -> Result<TopicPartitionList, DeliveryError> {
+    ) -> Result<TopicPartitionList, KafkaError> {
+        let mut offsets = lanes.switch_to(function).await?;
         let mut by_partition: BTreeMap<(String, i32), Vec<Polled>> = BTreeMap::new();
         for message in round {
             by_partition.entry((message.topic.clone(), message.partition)).or_default().push(message);
@@ -230,38 +298,166 @@ impl KafkaSource {
                 .collect::<Vec<_>>();
             self.stats.messages.fetch_add(events.len() as u64, Ordering::Relaxed);
             let batch = Arc::new(Batch::from_messages(TriggerKind::Kafka, events, policy));
+            let lane = lanes.take(function.name(), &topic, partition);
             let (function, retry, stats) = (function.clone(), self.retry, self.stats.clone());
             batches.spawn(async move {
-                let delivered = deliver(&function, batch, &key, &retry).await?;
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                match delivered {
-                    Delivered::Committed { attempts, .. } if attempts > 1 => {
-                        stats.retried_batches.fetch_add(1, Ordering::Relaxed);
+                let delivered = match deliver(&function, batch, &key, &retry, WriteMode::BufferForLane).await {
+                    Ok(delivered) => delivered,
+                    Err(source) => {
+                        let error = KafkaError::Undeliverable { function: function.name().to_string(), source };
+                        return (topic, partition, lane, Err(error));
                     }
-                    Delivered::Committed { .. } => {}
+                };
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                let rows = match delivered {
+                    Delivered::Committed { invocation, attempts } => {
+                        if attempts > 1 {
+                            stats.retried_batches.fetch_add(1, Ordering::Relaxed);
+                        }
+                        invocation.buffered
+                    }
                     Delivered::DeadLettered { .. } => {
                         stats.dead_lettered_batches.fetch_add(1, Ordering::Relaxed);
+                        Vec::new()
                     }
-                }
-                Ok::<_, DeliveryError>((topic, partition, last + 1))
+                };
+                let (lane, appended) = tokio::task::spawn_blocking(move || {
+                    let mut lane = lane;
+                    let appended = lane.append(&function, rows, first, last);
+                    (lane, appended)
+                })
+                .await
+                .expect("a lane append panicked");
+                (topic, partition, lane, appended)
             });
         }
-        let mut offsets = TopicPartitionList::new();
         let mut failure = None;
         while let Some(joined) = batches.join_next().await {
-            match joined.expect("a batch task panicked") {
-                Ok((topic, partition, next)) => {
-                    offsets
-                        .add_partition_offset(&topic, partition, Offset::Offset(next))
-                        .expect("a fresh partition entry takes an offset");
+            let (topic, partition, lane, appended) = joined.expect("a batch task panicked");
+            match appended {
+                Ok(Some(next)) => add_offset(&mut offsets, &topic, partition, next),
+                Ok(None) => {}
+                Err(error) => {
+                    failure.get_or_insert(error);
                 }
-                Err(error) => failure = Some(error),
             }
+            lanes.put(topic, partition, lane);
         }
         match failure {
             Some(error) => Err(error),
             None => Ok(offsets),
         }
+    }
+}
+
+fn add_offset(offsets: &mut TopicPartitionList, topic: &str, partition: i32, next: i64) {
+    offsets
+        .add_partition_offset(topic, partition, Offset::Offset(next))
+        .expect("a fresh partition entry takes an offset");
+}
+
+/// A partition's open files and the offset that becomes safe to commit when they roll.
+struct PartitionLane {
+    lane: Lane,
+    topic: String,
+    partition: i32,
+    /// The offset after the last batch appended; stored once the lane rolled.
+    next_offset: Option<i64>,
+}
+
+impl PartitionLane {
+    /// Appends a settled batch's rows; returns the offset to store now, if the partition
+    /// holds nothing unrolled after it (rolling first when a bound is reached).
+    fn append(&mut self, function: &Function, rows: Vec<sluice_runtime::BufferedWrite>, first: i64, last: i64) -> Result<Option<i64>, KafkaError> {
+        self.lane.append(function.sinks(), rows, first, last).map_err(|source| self.roll_error(function, source))?;
+        self.next_offset = Some(last + 1);
+        if self.lane.holds_rows() && !self.lane.is_due(Instant::now()) {
+            return Ok(None);
+        }
+        self.roll(function)
+    }
+
+    /// Rolls the lane; returns the offset that became safe to store.
+    fn roll(&mut self, function: &Function) -> Result<Option<i64>, KafkaError> {
+        let written = self.lane.roll(function.sinks()).map_err(|source| self.roll_error(function, source))?;
+        if !written.is_empty() {
+            tracing::debug!(function = function.name(), topic = %self.topic, partition = self.partition, files = written.len(), "lane rolled");
+        }
+        Ok(self.next_offset.take())
+    }
+
+    fn roll_error(&self, function: &Function, source: FrameError) -> KafkaError {
+        KafkaError::Roll { function: function.name().to_string(), topic: self.topic.clone(), partition: self.partition, source }
+    }
+}
+
+/// The lanes of every partition this member has read, and the function version that writes them.
+#[derive(Default)]
+struct Lanes {
+    function: Option<Arc<Function>>,
+    by_partition: BTreeMap<(String, i32), PartitionLane>,
+}
+
+impl Lanes {
+    fn take(&mut self, function: &str, topic: &str, partition: i32) -> PartitionLane {
+        self.by_partition.remove(&(topic.to_string(), partition)).unwrap_or_else(|| PartitionLane {
+            lane: Lane::new(function, &format!("{topic}-p{partition}")),
+            topic: topic.to_string(),
+            partition,
+            next_offset: None,
+        })
+    }
+
+    fn put(&mut self, topic: String, partition: i32, lane: PartitionLane) {
+        self.by_partition.insert((topic, partition), lane);
+    }
+
+    /// Makes `function` the version that writes the lanes; a new version (a hot swap) first
+    /// rolls what the old one wrote. Returns the offsets that became safe to store.
+    async fn switch_to(&mut self, function: &Arc<Function>) -> Result<TopicPartitionList, KafkaError> {
+        let offsets = match &self.function {
+            Some(current) if !Arc::ptr_eq(current, function) => self.roll(true).await?,
+            _ => TopicPartitionList::new(),
+        };
+        self.function = Some(function.clone());
+        Ok(offsets)
+    }
+
+    /// Rolls every lane that is due (or every lane holding rows, with `all`); returns the
+    /// offsets that became safe to store.
+    async fn roll(&mut self, all: bool) -> Result<TopicPartitionList, KafkaError> {
+        let Some(function) = self.function.clone() else { return Ok(TopicPartitionList::new()) };
+        let now = Instant::now();
+        let due: Vec<(String, i32)> = self
+            .by_partition
+            .iter()
+            .filter(|(_, p)| p.next_offset.is_some() && (all || p.lane.is_due(now)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if due.is_empty() {
+            return Ok(TopicPartitionList::new());
+        }
+        let mut rolling: Vec<PartitionLane> = due.iter().filter_map(|key| self.by_partition.remove(key)).collect();
+        let (rolling, result) = tokio::task::spawn_blocking(move || {
+            let mut offsets = TopicPartitionList::new();
+            let mut failure = None;
+            for lane in &mut rolling {
+                match lane.roll(&function) {
+                    Ok(Some(next)) => add_offset(&mut offsets, &lane.topic, lane.partition, next),
+                    Ok(None) => {}
+                    Err(error) => {
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+            (rolling, failure.map_or(Ok(offsets), Err))
+        })
+        .await
+        .expect("a lane roll panicked");
+        for lane in rolling {
+            self.by_partition.insert((lane.topic.clone(), lane.partition), lane);
+        }
+        result
     }
 }
 
