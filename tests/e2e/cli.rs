@@ -188,3 +188,144 @@ fn api_commands_name_a_missing_token_and_an_unreachable_server() {
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("function name `../etc` must be non-empty"), "{}", text(&output.stderr));
 }
+
+/// `sluice serve` with its control plane on a loopback port, killed when dropped.
+struct ControlPlane {
+    child: Child,
+    log: PathBuf,
+    url: String,
+    admin_token: String,
+}
+
+impl ControlPlane {
+    fn start(work: &Path) -> ControlPlane {
+        let (api_port, http_port) = (free_port(), free_port());
+        let admin_token = "admin-secret-for-the-cli-test".to_string();
+        let token_file = work.join("admin-token");
+        std::fs::write(&token_file, &admin_token).unwrap();
+        let log = work.join("serve.log");
+        let child = Command::new(sluice_bin())
+            .arg("serve")
+            .arg("--api-listen")
+            .arg(format!("127.0.0.1:{api_port}"))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--state-dir")
+            .arg(work.join("state"))
+            .arg("--data-dir")
+            .arg(work.join("data"))
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .env_remove("SLUICE_ADMIN_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting sluice serve");
+        wait_for_port(api_port, Duration::from_secs(60));
+        ControlPlane { child, log, url: format!("http://127.0.0.1:{api_port}"), admin_token }
+    }
+
+    /// `sluice <args> --server <this>` with `token` in SLUICE_TOKEN; asserts it succeeded.
+    fn ok(&self, token: &str, args: &[&str]) -> String {
+        let output = self.call(token, args);
+        assert!(
+            output.status.success(),
+            "sluice {args:?} failed: {}\nserve log:\n{}",
+            text(&output.stderr),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+        text(&output.stdout)
+    }
+
+    /// `sluice <args>` that must fail; returns its stderr.
+    fn refused(&self, token: &str, args: &[&str]) -> String {
+        let output = self.call(token, args);
+        assert!(!output.status.success(), "sluice {args:?} succeeded: {}", text(&output.stdout));
+        text(&output.stderr)
+    }
+
+    fn call(&self, token: &str, args: &[&str]) -> Output {
+        run(sluice().args(args).env("SLUICE_SERVER", &self.url).env("SLUICE_TOKEN", token))
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_cli_drives_a_real_server_through_a_whole_deploy_cycle() {
+    let work = tempfile::tempdir().unwrap();
+    let server = ControlPlane::start(work.path());
+    let admin = server.admin_token.clone();
+
+    let stderr = server.refused("not-the-token", &["list"]);
+    assert!(stderr.contains(&format!("the server at {} refused the token (HTTP 401)", server.url)), "{stderr}");
+
+    let created = server.ok(&admin, &["tenant", "create", "acme", "--functions", "3", "--memory-mb", "128"]);
+    assert!(created.contains("created tenant acme") && created.contains("functions=3"), "{created}");
+    let token = created.lines().find_map(|line| line.strip_prefix("token: ")).expect("the token is printed").to_string();
+    let tenants: serde_json::Value = serde_json::from_str(&server.ok(&admin, &["tenant", "list", "--json"])).unwrap();
+    assert_eq!(tenants[0]["name"], "acme", "{tenants}");
+    assert!(server.ok(&admin, &["tenant", "list"]).starts_with("NAME  FUNCTIONS  QUOTAS\nacme"));
+    let stderr = server.refused(&token, &["tenant", "list"]);
+    assert!(stderr.contains("admin token") && stderr.contains("HTTP 403"), "{stderr}");
+
+    let function = scaffold(work.path(), "hello-deploy");
+    let function_arg = function.to_str().unwrap();
+    assert!(server.ok(&token, &["deploy", function_arg]).starts_with("deployed hello-deploy version 1 (sha256 "));
+    let lib = function.join("src/lib.rs");
+    std::fs::write(&lib, std::fs::read_to_string(&lib).unwrap().replace("hello from", "v2 from")).unwrap();
+    assert!(server.ok(&token, &["deploy", function_arg]).starts_with("deployed hello-deploy version 2 (sha256 "));
+
+    assert_eq!(server.ok(&token, &["list"]), "NAME          VERSION  STATUS\nhello-deploy  2        running\n");
+    let details = server.ok(&token, &["get", "hello-deploy"]);
+    assert!(details.contains("active version  2\n"), "{details}");
+    let document: serde_json::Value = serde_json::from_str(&server.ok(&token, &["get", "hello-deploy", "--json"])).unwrap();
+    assert_eq!(document["versions"].as_array().unwrap().len(), 2, "{document}");
+
+    let event = r#"{"kind":"a","value":1}"#;
+    assert_eq!(server.ok(&token, &["invoke", "hello-deploy", "--data", event]), "v2 from hello-deploy: 1 events in 1 kinds\n");
+    // --token wins over SLUICE_TOKEN (here the admin's, which may not touch functions).
+    assert_eq!(server.ok(&admin, &["rollback", "hello-deploy", "--to", "1", "--token", &token]), "rolled back hello-deploy: active version 1\n");
+    let events = work.path().join("event.json");
+    std::fs::write(&events, event).unwrap();
+    let events_arg = events.to_str().unwrap();
+    assert_eq!(
+        server.ok(&token, &["invoke", "hello-deploy", "--file", events_arg]),
+        "hello from hello-deploy: 1 events in 1 kinds\n"
+    );
+    let stderr = server.refused(&token, &["invoke", "hello-deploy", "--data", "not json"]);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    let stderr = server.refused(&token, &["rollback", "hello-deploy", "--to", "9"]);
+    assert!(stderr.contains("has no version 9") && stderr.contains("HTTP 404"), "{stderr}");
+
+    let logs = server.ok(&token, &["logs", "hello-deploy"]);
+    assert!(logs.contains("hello-deploy v2") && logs.contains("hello-deploy v1"), "{logs}");
+    assert!(logs.contains("1 events in 1 kinds"), "the handler's own log line: {logs}");
+    let mut follow = sluice()
+        .args(["logs", "hello-deploy", "-f"])
+        .env("SLUICE_SERVER", &server.url)
+        .env("SLUICE_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(follow.stdout.take().unwrap()), &mut first).unwrap();
+    assert!(first.contains("hello-deploy v"), "{first}");
+    assert!(follow.try_wait().unwrap().is_none(), "a follow stays open");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    assert_eq!(server.ok(&token, &["delete", "hello-deploy"]), "deleted function hello-deploy\n");
+    let stderr = server.refused(&token, &["get", "hello-deploy"]);
+    assert!(stderr.contains("no function `hello-deploy`") && stderr.contains("HTTP 404"), "{stderr}");
+    assert_eq!(server.ok(&token, &["list"]), "no functions\n");
+    assert_eq!(server.ok(&admin, &["tenant", "delete", "acme"]), "deleted tenant acme\n");
+    let stderr = server.refused(&token, &["list"]);
+    assert!(stderr.contains("refused the token (HTTP 401)"), "a deleted tenant's token is refused: {stderr}");
+}
