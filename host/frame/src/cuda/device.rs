@@ -356,7 +356,7 @@ impl CudaSession {
                         None => None,
                     };
                     names.push(field.name().clone());
-                    columns.push(DeviceColumn { dtype, values: Arc::new(values), validity, offset: 0, dictionary });
+                    columns.push(DeviceColumn { dtype, values: Arc::new(values), validity, offset: 0, dictionary, nullable: field.is_nullable() });
                     continue;
                 }
             };
@@ -368,7 +368,7 @@ impl CudaSession {
                 None => None,
             };
             names.push(field.name().clone());
-            columns.push(DeviceColumn { dtype, values: Arc::new(values), validity, offset: 0, dictionary });
+            columns.push(DeviceColumn { dtype, values: Arc::new(values), validity, offset: 0, dictionary, nullable: field.is_nullable() });
         }
         Ok(DeviceFrame::new(self.clone(), names, columns, rows))
     }
@@ -380,7 +380,7 @@ impl CudaSession {
             Some(bytes) => Some(Arc::new(self.upload_small(&bytes, what)?)),
             None => None,
         };
-        Ok(DeviceColumn { dtype, values: Arc::new(values), validity, offset: 0, dictionary: None })
+        Ok(DeviceColumn { dtype, values: Arc::new(values), validity, offset: 0, dictionary: None, nullable: true })
     }
 }
 
@@ -393,6 +393,9 @@ pub(crate) struct DeviceColumn {
     pub offset: usize,
     /// The sorted distinct values a utf8 column's codes index.
     pub dictionary: Option<Arc<StringArray>>,
+    /// The schema's nullability, kept as the CPU backend keeps it (inputs' fields through
+    /// filter/sort/slice/concat, nullable for computed columns).
+    pub nullable: bool,
 }
 
 impl DeviceColumn {
@@ -459,7 +462,7 @@ impl DeviceFrame {
         let mut arrays = Vec::with_capacity(self.columns.len());
         for (name, column) in self.names.iter().zip(&self.columns) {
             let array = self.download_column(column)?;
-            fields.push(Field::new(name, array.data_type().clone(), true));
+            fields.push(Field::new(name, array.data_type().clone(), column.nullable));
             arrays.push(array);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(self.rows));

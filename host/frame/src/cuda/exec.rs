@@ -66,13 +66,14 @@ impl DeviceFrame {
         if s.download(&status, 0, 1)?[0] != 0 {
             return Err(unsupported("int64 overflow or a float outside int64 range; the CPU reports it"));
         }
-        Ok(DeviceColumn { dtype: program.dtype, values: Arc::new(out), validity: Some(Arc::new(out_valid)), offset: 0, dictionary: None })
+        Ok(DeviceColumn { dtype: program.dtype, values: Arc::new(out), validity: Some(Arc::new(out_valid)), offset: 0, dictionary: None, nullable: true })
     }
 
     /// A row-wise expression as a column: a bare column is shared, anything else compiled.
     fn expression(&self, expr: &Expr) -> Result<DeviceColumn, GpuError> {
         if let Some(name) = program::bare_column(expr) {
-            return self.column(name).cloned().ok_or_else(|| unsupported(format!("no column `{name}`")));
+            let column = self.column(name).ok_or_else(|| unsupported(format!("no column `{name}`")))?;
+            return Ok(DeviceColumn { nullable: true, ..column.clone() });
         }
         let program = program::compile(expr, self).ok_or_else(|| unsupported(format!("expression `{expr}`")))?;
         self.run_program(&program)
@@ -108,7 +109,14 @@ impl DeviceFrame {
                 Arg::Ptr(validity.ptr(stream, 0)),
             ],
         )?;
-        Ok(DeviceColumn { dtype: column.dtype, values: Arc::new(values), validity: Some(Arc::new(validity)), offset: 0, dictionary: column.dictionary.clone() })
+        Ok(DeviceColumn {
+            dtype: column.dtype,
+            values: Arc::new(values),
+            validity: Some(Arc::new(validity)),
+            offset: 0,
+            dictionary: column.dictionary.clone(),
+            nullable: column.nullable,
+        })
     }
 
     pub(crate) fn try_filter(&self, predicate: &Expr) -> Result<DeviceFrame, GpuError> {
@@ -222,7 +230,7 @@ impl DeviceFrame {
                 }
                 at += rows;
             }
-            columns.push(DeviceColumn { dtype: template.dtype, values: Arc::new(values), validity: validity.map(Arc::new), offset: 0, dictionary });
+            columns.push(DeviceColumn { dtype: template.dtype, values: Arc::new(values), validity: validity.map(Arc::new), offset: 0, dictionary, nullable: template.nullable });
         }
         Ok(first.derive(first.names.clone(), columns, total))
     }
@@ -244,8 +252,8 @@ impl DeviceFrame {
         let firsts = s.upload_small(&groups.firsts, "group first rows")?;
         let mut columns = Vec::with_capacity(names.len());
         if let Some(key) = keys.first() {
-            let column = self.column(key).expect("checked by hash_groups");
-            columns.push(self.gather_column(column, &firsts, n_groups)?);
+            let column = DeviceColumn { nullable: true, ..self.column(key).expect("checked by hash_groups").clone() };
+            columns.push(self.gather_column(&column, &firsts, n_groups)?);
         }
         for (input, how, _) in &parsed {
             let column = match input {
@@ -366,7 +374,7 @@ impl DeviceFrame {
             &[Arg::Ptr(groups.of_row.ptr(stream, 0)), Arg::Ptr(validity), Arg::U32(self.rows as u32), Arg::Ptr(counts.ptr(stream, 0))],
             Arg::U32(g as u32),
         )?;
-        Ok(DeviceColumn { dtype: DType::Int64, values: Arc::new(counts), validity: None, offset: 0, dictionary: None })
+        Ok(DeviceColumn { dtype: DType::Int64, values: Arc::new(counts), validity: None, offset: 0, dictionary: None, nullable: true })
     }
 
     /// Float sums and counts per group (`as_int`: the input is int64).
