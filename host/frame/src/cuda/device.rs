@@ -21,7 +21,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr
 use cudarc::nvrtc::Ptx;
 
 use crate::cuda::budget::{BudgetError, GpuBudget, GpuReservation};
-use crate::cuda::kernels::{CompileError, KERNEL_SOURCES, cached_ptx, nvrtc_present};
+use crate::cuda::kernels::{CompileError, KERNEL_SOURCES, cached_cubin, nvrtc_present};
 use crate::cuda::layout::{device_rows, encode_utf8, grid};
 use crate::error::FrameError;
 use crate::expr::DType;
@@ -131,8 +131,8 @@ impl CudaDevice {
         let name = ctx.name().map_err(driver)?;
         let mut modules = HashMap::new();
         for (file, source) in KERNEL_SOURCES {
-            let ptx = cached_ptx(kernel_cache, file, source, &arch)?;
-            modules.insert(file, ctx.load_module(Ptx::from_src(ptx)).map_err(driver)?);
+            let cubin = cached_cubin(kernel_cache, file, source, &arch)?;
+            modules.insert(file, ctx.load_module(Ptx::from_binary(cubin)).map_err(driver)?);
         }
         let f = |file: &str, kernel: &str| modules[file].load_function(kernel).map_err(driver);
         let kernels = Kernels {
