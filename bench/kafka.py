@@ -91,7 +91,7 @@ def run_to_exit(command, log: Path) -> dict:
     if finished.returncode != 0:
         raise SystemExit(f"bench/kafka: {command[0]} failed ({finished.returncode}); see {log}")
     reported = json.loads(finished.stdout.decode().strip().splitlines()[-1])
-    return {"seconds": seconds, "messages": reported["messages"], "bytes": reported["bytes"]}
+    return {"seconds": seconds, "messages": reported["messages"], "bytes": reported["bytes"], "load": os.getloadavg()[0]}
 
 
 def committed_total(brokers: str, group: str, partitions: int) -> int:
@@ -104,10 +104,14 @@ def committed_total(brokers: str, group: str, partitions: int) -> int:
 
 
 def run_sluice(sluice: Path, brokers: str, messages: int, partitions: int, batch: int,
-               instances: int, work: Path) -> float:
-    group = f"bench-sluice-{batch}-{instances}"
-    function = work / f"sluice-{batch}-{instances}"
+               instances: int, work: Path, roll_ms=None, label="") -> float:
+    """Times one `sluice serve`; `roll_ms` sets the sink's roll-ms (None: the binary's default,
+    and no roll settings at all, so that a build from before rolling sinks parses it)."""
+    run = f"{label}{batch}-{instances}-{roll_ms}"
+    group = f"bench-sluice-{run}"
+    function = work / f"sluice-{run}"
     function.mkdir()
+    roll = "" if roll_ms is None else f"roll-ms = {roll_ms}\n"
     component = REPO / "target/wasm/wasm32-wasip2/release/log_aggregator.wasm"
     (function / "sluice.toml").write_text(f"""name = "log-aggregator"
 component = "{component}"
@@ -130,16 +134,16 @@ max-wait-ms = 500
 path = "metrics"
 compression = "zstd"
 zstd-level = 3
-
+{roll}
 [limits]
 memory-mb = 512
 timeout-ms = 600000
 instances = {instances}
 """)
-    log = work / f"sluice-{batch}-{instances}.log"
+    log = work / f"sluice-{run}.log"
     started = time.perf_counter()
     serve = subprocess.Popen(
-        [str(sluice), "serve", "--function", str(function), "--data-dir", str(work / f"data-{batch}-{instances}"),
+        [str(sluice), "serve", "--function", str(function), "--data-dir", str(work / f"data-{run}"),
          "--http-listen", f"127.0.0.1:{free_port()}"],
         stdout=subprocess.DEVNULL, stderr=open(log, "wb"), cwd=REPO,
     )
@@ -167,6 +171,8 @@ def main():
     parser.add_argument("--batch", type=int, default=10_000, help="messages per handler call / pandas batch")
     parser.add_argument("--sweep", action="store_true", help="also run sluice at other batch sizes and instance counts")
     parser.add_argument("--sluice", type=Path, required=True)
+    parser.add_argument("--sluice-before", type=Path,
+                        help="another sluice build (e.g. before a change) run in the same session, for a before/after row")
     parser.add_argument("--drain", type=Path, required=True)
     parser.add_argument("--nisshi", type=Path, required=True)
     args = parser.parse_args()
@@ -183,7 +189,12 @@ def main():
         results["drain"] = run_to_exit([str(args.drain), brokers, TOPIC, str(args.messages)], work / "drain.log")
         print("== sluice")
         seconds = run_sluice(args.sluice, brokers, args.messages, args.partitions, args.batch, 2, work)
-        results["sluice"] = {"seconds": seconds, "messages": args.messages, "bytes": payload_bytes}
+        results["sluice"] = {"seconds": seconds, "messages": args.messages, "bytes": payload_bytes, "load": os.getloadavg()[0]}
+        if args.sluice_before:
+            print(f"== sluice before ({args.sluice_before})")
+            seconds = run_sluice(args.sluice_before, brokers, args.messages, args.partitions, args.batch, 2, work,
+                                 label="before-")
+            results["sluice-before"] = {"seconds": seconds, "messages": args.messages, "bytes": payload_bytes, "load": os.getloadavg()[0]}
         print("== python (confluent-kafka + json + pandas + Parquet)")
         results["python"] = run_to_exit(
             [os.environ.get("PYTHON", "python3"), str(REPO / "bench/peers/kafka_consumer.py"), brokers, TOPIC,
@@ -192,10 +203,12 @@ def main():
         )
         sweep = []
         if args.sweep:
-            for batch, instances in [(1_000, 2), (50_000, 2), (args.batch, 1), (args.batch, 4)]:
-                print(f"== sluice, batch {batch}, {instances} instance(s)")
-                seconds = run_sluice(args.sluice, brokers, args.messages, args.partitions, batch, instances, work)
-                sweep.append((batch, instances, {"seconds": seconds, "messages": args.messages, "bytes": payload_bytes}))
+            for batch, instances, roll_ms in [(1_000, 2, None), (50_000, 2, None), (args.batch, 1, None),
+                                              (args.batch, 4, None), (args.batch, 2, 100), (args.batch, 2, 5_000)]:
+                print(f"== sluice, batch {batch}, {instances} instance(s), roll-ms {roll_ms or 'default'}")
+                seconds = run_sluice(args.sluice, brokers, args.messages, args.partitions, batch, instances, work, roll_ms)
+                row = {"seconds": seconds, "messages": args.messages, "bytes": payload_bytes, "load": os.getloadavg()[0]}
+                sweep.append((batch, instances, roll_ms, row))
     finally:
         broker.terminate()
         broker.wait(30)
@@ -213,21 +226,28 @@ def main():
         f"- batches of {args.batch:,} messages; each engine timed from spawn until every message is consumed "
         "(sluice and python: aggregated, written as zstd Parquet and committed)",
         "",
-        "| engine | seconds | MB/s | messages/s | vs drain | vs python |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| engine | seconds | MB/s | messages/s | vs drain | vs python | load (1 min, after) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, row in [("drain (bare rdkafka)", drain), ("sluice (2 instances)", sluice), ("python (confluent-kafka + pandas)", python)]:
+    rows = [("drain (bare rdkafka)", drain), ("sluice (2 instances)", sluice)]
+    if "sluice-before" in results:
+        rows.append((f"sluice before ({args.sluice_before.name})", results["sluice-before"]))
+    rows.append(("python (confluent-kafka + pandas)", python))
+    for name, row in rows:
         lines.append(
             f"| {name} | {row['seconds']:.2f} | {row['bytes'] / row['seconds'] / 1e6:.1f} | "
             f"{row['messages'] / row['seconds']:,.0f} | {drain['seconds'] / row['seconds']:.2f} | "
-            f"{python['seconds'] / row['seconds']:.2f} |"
+            f"{python['seconds'] / row['seconds']:.2f} | {row['load']:.1f} |"
         )
     if sweep:
-        lines += ["", "sluice at other batch sizes and instance counts:", "",
-                  "| max-events | instances | seconds | MB/s | messages/s | vs drain |", "|---:|---:|---:|---:|---:|---:|"]
-        for batch, instances, row in sweep:
-            lines.append(f"| {batch:,} | {instances} | {row['seconds']:.2f} | {row['bytes'] / row['seconds'] / 1e6:.1f} | "
-                         f"{row['messages'] / row['seconds']:,.0f} | {drain['seconds'] / row['seconds']:.2f} |")
+        lines += ["", "sluice at other batch sizes, instance counts and roll times:", "",
+                  "| max-events | instances | roll-ms | seconds | MB/s | messages/s | vs drain | load |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for batch, instances, roll_ms, row in sweep:
+            lines.append(f"| {batch:,} | {instances} | {roll_ms or 'default'} | {row['seconds']:.2f} | "
+                         f"{row['bytes'] / row['seconds'] / 1e6:.1f} | "
+                         f"{row['messages'] / row['seconds']:,.0f} | {drain['seconds'] / row['seconds']:.2f} | "
+                         f"{row['load']:.1f} |")
     report = "\n".join(lines) + "\n"
     print(report)
     out = REPO / "bench/results" / f"kafka-{datetime.date.today()}.md"

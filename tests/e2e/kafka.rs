@@ -259,3 +259,89 @@ fn two_serve_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
     let bound = PARTITIONS as usize * (ROLL_ROWS + MAX_EVENTS);
     assert!(duplicates <= bound, "{duplicates} duplicates after one kill; at most one roll per partition ({bound})");
 }
+
+#[test]
+fn failed_batches_go_to_the_dead_letter_topic_with_their_error_and_origin() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let broker = Broker::start();
+    broker.create_topic("orders", PARTITIONS as u32);
+    broker.create_topic("orders-failed", 1);
+    let work = tempfile::tempdir().unwrap();
+    let body = format!(
+        r#"
+[config]
+sink = "events"
+
+[[triggers]]
+kind = "kafka"
+brokers = "{}"
+topics = ["orders"]
+group = "sluice-orders"
+
+[batching]
+max-events = 100
+max-wait-ms = 200
+
+[sinks.events]
+path = "events"
+
+[retry]
+attempts = 2
+backoff-ms = 10
+dead-letter-topic = "orders-failed"
+"#,
+        broker.address()
+    );
+    let function = function_dir(work.path(), "dlq", "misbehave", &body);
+    // Round-robin over 4 partitions: every event of partition 3 asks the handler to fail.
+    const N: i64 = 400;
+    let events: Vec<String> = (0..N)
+        .map(|id| format!("{{\"id\":{id},\"value\":{:.1},\"action\":\"{}\"}}", id as f64 * 0.5, if id % 4 == 3 { "error" } else { "ok" }))
+        .collect();
+    broker.produce("orders", PARTITIONS, &events);
+    let data = work.path().join("data");
+    let serve = Serve::start(&[&function], &data, free_port(), work.path().join("serve.log"));
+
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "dead-letter-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset("orders-failed", 0, Offset::Beginning).unwrap();
+    reader.assign(&assignment).unwrap();
+    let mut dead: BTreeMap<i64, BTreeMap<String, String>> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while dead.len() < (N / 4) as usize && std::time::Instant::now() < deadline {
+        let Some(message) = reader.poll(Duration::from_millis(200)) else { continue };
+        let message = message.expect("reading the dead-letter topic");
+        let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let headers = message.headers().expect("dead-lettered events carry headers");
+        let headers = headers
+            .iter()
+            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+            .collect();
+        dead.insert(value["id"].as_i64().unwrap(), headers);
+    }
+    let expected: Vec<i64> = (0..N).filter(|id| id % 4 == 3).collect();
+    assert_eq!(dead.keys().copied().collect::<Vec<_>>(), expected, "log:\n{}", serve.log_text());
+    for headers in dead.values() {
+        assert_eq!(headers["sluice-topic"], "orders");
+        assert_eq!(headers["sluice-partition"], "3");
+        assert!(headers["sluice-offset"].parse::<i64>().is_ok(), "{headers:?}");
+        assert!(headers["sluice-error"].contains("asked to fail"), "{headers:?}");
+    }
+    // Nothing accepted was lost: the other partitions' events are in Parquet, the failed ones
+    // in the dead-letter file too.
+    let stored = data.join("dlq/events");
+    let landed = eventually(Duration::from_secs(60), || rows_in(&stored) >= (N - N / 4) as usize);
+    assert!(landed, "{} rows; log:\n{}", rows_in(&stored), serve.log_text());
+    assert!(serve.terminate(Duration::from_secs(30)));
+    assert_eq!(rows_in(&stored), (N - N / 4) as usize);
+    let dead_letter_files = std::fs::read_dir(data.join("dlq/_dead_letter")).unwrap().count();
+    assert!(dead_letter_files > 0, "no dead-letter file next to the topic");
+}

@@ -204,7 +204,7 @@ pub(crate) fn start_triggers(
                 tracing::info!(function = %manifest.name, "file trigger: driven by `sluice run`, not by serve");
             }
             TriggerSpec::Kafka(kafka) => {
-                let source = KafkaSource::new(kafka.clone(), limits, retry);
+                let source = KafkaSource::new(kafka.clone(), limits, retry).with_dead_letter_topic(manifest.retry.dead_letter_topic.clone());
                 let (function, shutdown) = (function.clone(), shutdown.clone());
                 triggers.spawn(async move { Ok(source.run(function, shutdown).await?) });
             }

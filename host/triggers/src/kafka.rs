@@ -5,7 +5,7 @@
 //! `<topic>-p<partition>-o<first>-<last>`) that run concurrently on the function's instances.
 //! A batch's rows are appended to its partition's [`Lane`]: sink files that stay open across
 //! batches and roll (fsync, rename, fsync of the directory) at the sinks' `roll-rows`,
-//! `roll-bytes` or `roll-ms`. A partition's offset is stored and committed only once every
+//! `roll-bytes` or `roll-ms`, or as soon as the consumer is caught up with the topic. A partition's offset is stored and committed only once every
 //! batch before it is durable: rolled, dead-lettered, or without rows. On a partition
 //! revocation the polling thread waits until every round it handed out is settled and every
 //! lane rolled, so librdkafka commits them before the partitions move; shutdown rolls too.
@@ -20,6 +20,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
 use sluice_frame::FrameError;
 use sluice_frame::ingest::BadLinePolicy;
@@ -50,6 +53,65 @@ pub enum KafkaError {
     PollThread { function: String },
     #[error("kafka trigger of `{function}`: cannot make the files of partition {topic}/{partition} durable: {source}")]
     Roll { function: String, topic: String, partition: i32, source: FrameError },
+    #[error("kafka trigger of `{function}`: cannot produce failed events to the dead-letter topic `{topic}`: {source}")]
+    DeadLetterTopic { function: String, topic: String, source: rdkafka::error::KafkaError },
+}
+
+/// How long producing one failed event to the dead-letter topic may take, retries included.
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[retry] dead-letter-topic`: the events of a dead-lettered batch are produced there (on the
+/// trigger's brokers, with its properties), besides the dead-letter file. Each keeps its key
+/// and body; headers carry the error and where it came from. The partition's offset moves past
+/// the batch only once the broker acknowledged every one of them (`acks=all`).
+struct DeadLetterTopic {
+    function: String,
+    topic: String,
+    producer: FutureProducer,
+}
+
+/// Header names of a dead-lettered event.
+pub const DEAD_LETTER_HEADERS: [&str; 4] = ["sluice-error", "sluice-topic", "sluice-partition", "sluice-offset"];
+
+impl DeadLetterTopic {
+    fn new(function: &str, spec: &KafkaTrigger, topic: &str) -> Result<DeadLetterTopic, KafkaError> {
+        let mut config = ClientConfig::new();
+        for (key, value) in &spec.properties {
+            config.set(key, value);
+        }
+        config
+            .set("bootstrap.servers", &spec.brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", DEAD_LETTER_TIMEOUT.as_millis().to_string());
+        let producer = config.create().map_err(|source| KafkaError::Create {
+            function: function.to_string(),
+            brokers: spec.brokers.clone(),
+            source,
+        })?;
+        Ok(DeadLetterTopic { function: function.to_string(), topic: topic.to_string(), producer })
+    }
+
+    async fn send(&self, batch: &Batch, error: &str) -> Result<(), KafkaError> {
+        for index in 0..batch.len() {
+            let Some(EventMeta::Kafka { topic, partition, offset, key }) = batch.meta(index) else { continue };
+            let (partition, offset) = (partition.to_string(), offset.to_string());
+            let headers = [error, topic.as_str(), partition.as_str(), offset.as_str()]
+                .into_iter()
+                .zip(DEAD_LETTER_HEADERS)
+                .fold(OwnedHeaders::new(), |headers, (value, key)| headers.insert(Header { key, value: Some(value) }));
+            let mut record = FutureRecord::to(&self.topic).payload(batch.body(index).unwrap_or_default()).headers(headers);
+            if let Some(key) = &key {
+                record = record.key(key.as_slice());
+            }
+            self.producer.send(record, Timeout::After(DEAD_LETTER_TIMEOUT)).await.map_err(|(source, _)| KafkaError::DeadLetterTopic {
+                function: self.function.clone(),
+                topic: self.topic.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// What a Kafka trigger did, for the log and for tests.
@@ -66,6 +128,8 @@ pub struct KafkaSource {
     pub spec: KafkaTrigger,
     pub limits: BatchLimits,
     pub retry: RetryPolicy,
+    /// `[retry] dead-letter-topic`, if set.
+    pub dead_letter_topic: Option<String>,
     pub stats: Arc<KafkaStats>,
 }
 
@@ -76,6 +140,13 @@ struct Polled {
     offset: i64,
     key: Option<Vec<u8>>,
     body: Vec<u8>,
+}
+
+/// What the polling thread hands over: the messages of a round, and whether it was cut
+/// because it was full (a backlog) rather than by `max-wait-ms` (caught up).
+struct Round {
+    messages: Vec<Polled>,
+    full: bool,
 }
 
 /// Rounds handed to the processing side and not yet settled, and whether a rebalance waits
@@ -157,7 +228,12 @@ type GroupConsumer = BaseConsumer<GroupContext>;
 
 impl KafkaSource {
     pub fn new(spec: KafkaTrigger, limits: BatchLimits, retry: RetryPolicy) -> Self {
-        KafkaSource { spec, limits, retry, stats: Arc::default() }
+        KafkaSource { spec, limits, retry, dead_letter_topic: None, stats: Arc::default() }
+    }
+
+    /// Also produces the events of dead-lettered batches to `topic` (`[retry] dead-letter-topic`).
+    pub fn with_dead_letter_topic(self, topic: Option<String>) -> Self {
+        KafkaSource { dead_letter_topic: topic, ..self }
     }
 
     /// Consumes until `shutdown`, then settles and commits what it holds and leaves the group.
@@ -165,6 +241,10 @@ impl KafkaSource {
     /// the consumer and its partitions.
     pub async fn run(self, function: Arc<FunctionSlot>, shutdown: Shutdown) -> Result<(), KafkaError> {
         let name = function.name().to_string();
+        let dead_letters = match &self.dead_letter_topic {
+            Some(topic) => Some(Arc::new(DeadLetterTopic::new(&name, &self.spec, topic)?)),
+            None => None,
+        };
         let in_flight = Arc::new(InFlight::default());
         let consumer = Arc::new(self.consumer(&name, in_flight.clone())?);
         let topics: Vec<&str> = self.spec.topics.iter().map(String::as_str).collect();
@@ -175,7 +255,7 @@ impl KafkaSource {
         })?;
         tracing::info!(function = %name, topics = ?self.spec.topics, group = %self.spec.group, "kafka trigger started");
 
-        let (rounds_tx, mut rounds_rx) = mpsc::channel::<Vec<Polled>>(1);
+        let (rounds_tx, mut rounds_rx) = mpsc::channel::<Round>(1);
         let poller = {
             let (consumer, in_flight, limits, shutdown) = (consumer.clone(), in_flight.clone(), self.limits, shutdown.clone());
             std::thread::Builder::new()
@@ -192,10 +272,12 @@ impl KafkaSource {
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut failure = None;
         loop {
+            let mut caught_up = false;
             tokio::select! {
                 round = rounds_rx.recv() => {
-                    let Some(round) = round else { break };
-                    let settled = self.settle_round(&function.current(), &mut lanes, round, policy).await;
+                    let Some(Round { messages, full }) = round else { break };
+                    caught_up = !full;
+                    let settled = self.settle_round(&function.current(), &mut lanes, messages, policy, dead_letters.as_ref()).await;
                     let stored = settled.map(|offsets| store_and_commit(&consumer, &offsets, CommitMode::Async));
                     in_flight.end();
                     if let Err(error) = stored {
@@ -205,7 +287,10 @@ impl KafkaSource {
                 }
                 _ = check.tick() => {}
             }
-            let roll_all = in_flight.roll_requested();
+            // Caught up with the head of the topic (the round was cut by max-wait-ms, not
+            // filled): nothing is gained by keeping files open, so the lanes roll now and the
+            // offsets commit without waiting for roll-ms.
+            let roll_all = in_flight.roll_requested() || caught_up;
             match lanes.roll(roll_all).await {
                 Ok(offsets) => store_and_commit(&consumer, &offsets, CommitMode::Async),
                 Err(error) => {
@@ -279,6 +364,7 @@ impl KafkaSource {
         lanes: &mut Lanes,
         round: Vec<Polled>,
         policy: BadLinePolicy,
+        dead_letters: Option<&Arc<DeadLetterTopic>>,
     ) -> Result<TopicPartitionList, KafkaError> {
         let mut offsets = lanes.switch_to(function).await?;
         let mut by_partition: BTreeMap<(String, i32), Vec<Polled>> = BTreeMap::new();
@@ -299,9 +385,9 @@ impl KafkaSource {
             self.stats.messages.fetch_add(events.len() as u64, Ordering::Relaxed);
             let batch = Arc::new(Batch::from_messages(TriggerKind::Kafka, events, policy));
             let lane = lanes.take(function.name(), &topic, partition);
-            let (function, retry, stats) = (function.clone(), self.retry, self.stats.clone());
+            let (function, retry, stats, dead_letters) = (function.clone(), self.retry, self.stats.clone(), dead_letters.cloned());
             batches.spawn(async move {
-                let delivered = match deliver(&function, batch, &key, &retry, WriteMode::BufferForLane).await {
+                let delivered = match deliver(&function, batch.clone(), &key, &retry, WriteMode::BufferForLane).await {
                     Ok(delivered) => delivered,
                     Err(source) => {
                         let error = KafkaError::Undeliverable { function: function.name().to_string(), source };
@@ -316,8 +402,13 @@ impl KafkaSource {
                         }
                         invocation.buffered
                     }
-                    Delivered::DeadLettered { .. } => {
+                    Delivered::DeadLettered { error, .. } => {
                         stats.dead_lettered_batches.fetch_add(1, Ordering::Relaxed);
+                        if let Some(dead_letters) = dead_letters
+                            && let Err(error) = dead_letters.send(&batch, &error.to_string()).await
+                        {
+                            return (topic, partition, lane, Err(error));
+                        }
                         Vec::new()
                     }
                 };
@@ -483,7 +574,7 @@ fn poll_rounds(
     consumer: &GroupConsumer,
     limits: BatchLimits,
     shutdown: &Shutdown,
-    rounds: &mpsc::Sender<Vec<Polled>>,
+    rounds: &mpsc::Sender<Round>,
     in_flight: &InFlight,
 ) {
     let mut round = Accumulator::new(limits);
@@ -491,7 +582,8 @@ fn poll_rounds(
         let stopping = shutdown.is_stopping();
         if round.is_due(Instant::now()) || (stopping && !round.is_empty()) {
             in_flight.begin();
-            if rounds.blocking_send(round.take()).is_err() {
+            let full = round.is_full();
+            if rounds.blocking_send(Round { messages: round.take(), full }).is_err() {
                 in_flight.end();
                 return;
             }

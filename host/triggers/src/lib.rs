@@ -14,7 +14,7 @@ pub use cron::{CronError, CronSchedule, CronStats, run_cron};
 pub use delivery::{Delivered, DeliveryError, RetryPolicy};
 pub use file::{FileRun, FileRunError, FileTrigger, Progress, resolve_inputs};
 pub use http::{HttpFunction, HttpStats, http_router};
-pub use kafka::{KafkaError, KafkaSource, KafkaStats};
+pub use kafka::{DEAD_LETTER_HEADERS, KafkaError, KafkaSource, KafkaStats};
 
 /// Tells long-running triggers to stop taking events and finish what they hold.
 #[derive(Debug, Clone)]
