@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests: the guest programs (built once, shared by every
 //! test), a host runtime, the `sluice` binary, and Parquet read back from disk.
 
+pub mod control_plane;
 pub mod streams;
 
 use std::path::{Path, PathBuf};

@@ -150,15 +150,15 @@ impl Function {
         let staged = std::mem::take(&mut state.staged);
         match result {
             Ok(outcome) => {
-                let written = self
-                    .context
-                    .sinks
-                    .commit(&staged)
-                    .map_err(|e| match e {
-                        // The only limit a commit checks is the tenant's sink budget.
-                        FrameError::Limit(quota) => InvokeError::SinkQuota(quota),
-                        other => InvokeError::Commit(other.to_string()),
-                    })?;
+                let committed = self.context.sinks.commit(&staged).map_err(|e| match e {
+                    // The only limit a commit checks is the tenant's sink budget.
+                    FrameError::Limit(quota) => InvokeError::SinkQuota(quota),
+                    other => InvokeError::Commit(other.to_string()),
+                });
+                if let (Err(error), Some(sink)) = (&committed, &self.context.deployment.guest_log) {
+                    sink.invocation_failed(id, error);
+                }
+                let written = committed?;
                 let bad_lines = std::mem::take(&mut state.bad_lines);
                 let dead_letter = if bad_lines.is_empty() {
                     None

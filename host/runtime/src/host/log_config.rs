@@ -2,18 +2,38 @@
 //! the `config` interface serves the manifest's `[config]` table.
 
 use crate::bindings::sluice::function::{config, log};
+use crate::deployment::GuestLogLine;
 use crate::state::InvocationState;
 
 impl log::Host for InvocationState {
     fn write(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         let function = self.function.name.as_str();
         let invocation = self.invocation_id;
-        match level {
-            log::Level::Trace => tracing::trace!(target: "guest", function, invocation, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "guest", function, invocation, "{message}"),
-            log::Level::Info => tracing::info!(target: "guest", function, invocation, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "guest", function, invocation, "{message}"),
-            log::Level::Error => tracing::error!(target: "guest", function, invocation, "{message}"),
+        let (tenant, version) = (self.function.deployment.tenant.as_str(), self.function.deployment.version);
+        let level = match level {
+            log::Level::Trace => {
+                tracing::trace!(target: "guest", tenant, function, version, invocation, "{message}");
+                "trace"
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "guest", tenant, function, version, invocation, "{message}");
+                "debug"
+            }
+            log::Level::Info => {
+                tracing::info!(target: "guest", tenant, function, version, invocation, "{message}");
+                "info"
+            }
+            log::Level::Warn => {
+                tracing::warn!(target: "guest", tenant, function, version, invocation, "{message}");
+                "warn"
+            }
+            log::Level::Error => {
+                tracing::error!(target: "guest", tenant, function, version, invocation, "{message}");
+                "error"
+            }
+        };
+        if let Some(sink) = &self.function.deployment.guest_log {
+            sink.line(GuestLogLine { level, invocation, message });
         }
         Ok(())
     }
