@@ -318,7 +318,7 @@ impl Compiler<'_> {
         let float = l == Ty::Float || r == Ty::Float;
         if op.is_comparison() {
             let same = l == r;
-            if !same && !(l.numeric() && r.numeric()) {
+            if !(same || (l.numeric() && r.numeric())) {
                 return None;
             }
             if float {
@@ -382,9 +382,12 @@ mod tests {
     use crate::cuda::layout::encode_utf8;
     use crate::eval::evaluate;
 
-    /// A frame as the device holds it: words, validity and dictionaries.
+    /// A column as the device holds it: dtype, words, validity, dictionary.
+    type HostColumn = (DType, Vec<u64>, Vec<bool>, Option<StringArray>);
+
+    /// A frame as the device holds it.
     struct Words {
-        columns: HashMap<String, (DType, Vec<u64>, Vec<bool>, Option<StringArray>)>,
+        columns: HashMap<String, HostColumn>,
         rows: usize,
     }
 
@@ -471,7 +474,7 @@ mod tests {
                 14 => {
                     if ok[t] {
                         let x = f64::from_bits(v[t]);
-                        if !(x >= -9223372036854775808.0 && x < 9223372036854775808.0) {
+                        if !(-9223372036854775808.0..9223372036854775808.0).contains(&x) {
                             failed = true;
                             ok[t] = false;
                         } else {
