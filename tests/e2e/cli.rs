@@ -140,7 +140,11 @@ fn dev_swaps_in_each_save_and_keeps_serving_through_a_compile_error() {
     wait_for_port(port, Duration::from_secs(600));
     assert_eq!(ask(port, "hello-dev").as_deref(), Some("hello from hello-dev: 1 events in 1 kinds\n"));
 
-    let first = edit_and_wait(&dev, &lib, port, "hello from", "reloaded from");
+    // A reply no earlier run has built, so the reload includes compiling the new component
+    // rather than finding it in the host's cache.
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let reloaded = format!("reload {stamp} from");
+    let first = edit_and_wait(&dev, &lib, port, "hello from", &reloaded);
     eprintln!("save -> new reply over HTTP: {} ms", first.as_millis());
     assert!(dev.log_text().contains("sluice dev: reloaded hello-dev in "), "{}", dev.log_text());
 
@@ -151,10 +155,10 @@ fn dev_swaps_in_each_save_and_keeps_serving_through_a_compile_error() {
     let log = dev.log_text();
     assert!(log.contains("error") && log.contains("src/lib.rs"), "cargo's compile error is printed: {log}");
     assert!(log.contains("the previous version keeps serving"), "{log}");
-    assert_eq!(ask(port, "hello-dev").as_deref(), Some("reloaded from hello-dev: 1 events in 1 kinds\n"));
+    assert_eq!(ask(port, "hello-dev"), Some(format!("{reloaded} hello-dev: 1 events in 1 kinds\n")));
 
-    std::fs::write(&lib, source.replace("reloaded from", "fixed from")).unwrap();
-    let fixed = eventually(Duration::from_secs(300), || ask(port, "hello-dev").is_some_and(|body| body.starts_with("fixed from")));
+    std::fs::write(&lib, source.replace(&reloaded, &format!("fixed {stamp} from"))).unwrap();
+    let fixed = eventually(Duration::from_secs(300), || ask(port, "hello-dev").is_some_and(|body| body.starts_with(&format!("fixed {stamp} from"))));
     assert!(fixed, "the fixed source never served; dev log:\n{}", dev.log_text());
     let reloads: Vec<String> = dev.log_text().lines().filter(|l| l.contains("sluice dev: reloaded")).map(str::to_string).collect();
     assert_eq!(reloads.len(), 2, "{reloads:?}");

@@ -114,22 +114,22 @@ pub enum TenantCommand {
 pub struct TenantCreateArgs {
     /// The tenant's name (letters, digits, `-` and `_`).
     name: String,
-    /// Most functions the tenant may deploy.
+    /// Most functions the tenant may deploy [server default: 10].
     #[arg(long)]
     functions: Option<u32>,
-    /// Most instances of one function at once.
+    /// Most invocations at once across the tenant's functions, and most `instances` one manifest may ask for [server default: 4].
     #[arg(long)]
     instances: Option<u32>,
-    /// Most linear memory of one instance, in MiB.
+    /// Most `memory-mb` (linear memory of one instance) a manifest may ask for [server default: 256].
     #[arg(long)]
     memory_mb: Option<u64>,
-    /// Longest invocation, in milliseconds.
+    /// Most `timeout-ms` (one invocation) a manifest may ask for [server default: 60000].
     #[arg(long)]
     timeout_ms: Option<u64>,
-    /// Most GPU memory, in MiB.
+    /// GPU memory the tenant's functions may hold, in MiB [server default: 1024].
     #[arg(long)]
     gpu_memory_mb: Option<u64>,
-    /// Most bytes the tenant's sinks may write.
+    /// Bytes of Parquet the tenant's sinks may hold [server default: 10 GiB].
     #[arg(long)]
     sink_bytes: Option<u64>,
     #[command(flatten)]

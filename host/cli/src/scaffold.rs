@@ -80,6 +80,16 @@ impl Scaffold {
     }
 }
 
+/// Starts the crate's lockfile from the SDK's, so it builds with the dependency versions the
+/// SDK was tested with (and without a registry lookup when those are already downloaded).
+fn pin_sdk_dependencies(sdk_path: &Path, dir: &Path) -> anyhow::Result<()> {
+    let sdk_lock = sdk_path.join("Cargo.lock");
+    if sdk_lock.is_file() {
+        std::fs::copy(&sdk_lock, dir.join("Cargo.lock")).with_context(|| format!("copying {}", sdk_lock.display()))?;
+    }
+    Ok(())
+}
+
 /// A TOML basic string holding `path`.
 fn toml_string(path: &Path) -> String {
     format!("\"{}\"", path.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
@@ -114,6 +124,7 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     };
     let scaffold = Scaffold { name: args.name.clone(), sdk_path, target_dir };
     scaffold.write(&dir)?;
+    pin_sdk_dependencies(&scaffold.sdk_path, &dir)?;
     let shown = dir.display();
     println!("created {shown}: handler crate `{}` on the guest SDK at {}", args.name, scaffold.sdk_path.display());
     println!("  sluice run {shown} --input {shown}/sample.jsonl   # build it and run it over the sample");
@@ -154,6 +165,20 @@ mod tests {
         scaffold(shared.path().to_str().unwrap()).write(&dir.path().join("other")).unwrap();
         let manifest = Manifest::load(&dir.path().join("other")).unwrap();
         assert_eq!(manifest.component_path(), shared.path().join("wasm32-wasip2/release/my_fn.wasm"));
+    }
+
+    #[test]
+    fn the_crate_starts_from_the_sdks_lockfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let sdk = dir.path().join("sdk");
+        std::fs::create_dir_all(&sdk).unwrap();
+        std::fs::write(sdk.join("Cargo.toml"), "[package]\nname = \"sluice-sdk\"\n").unwrap();
+        std::fs::write(sdk.join("Cargo.lock"), "version = 4\n").unwrap();
+        let crate_dir = dir.path().join("made");
+        let args = NewArgs { name: "made".into(), dir: Some(crate_dir.clone()), sdk_path: Some(sdk), target_dir: None };
+        new(args).unwrap();
+        assert_eq!(std::fs::read_to_string(crate_dir.join("Cargo.lock")).unwrap(), "version = 4\n");
+        assert!(crate_dir.join("src/lib.rs").is_file() && crate_dir.join(".cargo/config.toml").is_file());
     }
 
     #[test]
