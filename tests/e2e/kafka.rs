@@ -345,3 +345,82 @@ dead-letter-topic = "orders-failed"
     let dead_letter_files = std::fs::read_dir(data.join("dlq/_dead_letter")).unwrap().count();
     assert!(dead_letter_files > 0, "no dead-letter file next to the topic");
 }
+
+/// Undoes the sink's percent-escaping of a hive partition value.
+fn unescape_partition_value(escaped: &str) -> String {
+    let mut bytes = Vec::new();
+    let mut rest = escaped.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'%' {
+            bytes.push(u8::from_str_radix(std::str::from_utf8(&tail[..2]).unwrap(), 16).unwrap());
+            rest = &tail[2..];
+        } else {
+            bytes.push(first);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn partition_by_writes_hive_directories_that_no_value_can_climb_out_of() {
+    let broker = Broker::start();
+    broker.create_topic("visits", PARTITIONS as u32);
+    let work = tempfile::tempdir().unwrap();
+    let body = format!(
+        r#"
+[config]
+sink = "events"
+
+[[triggers]]
+kind = "kafka"
+brokers = "{}"
+topics = ["visits"]
+group = "sluice-visits"
+
+[batching]
+max-events = 200
+max-wait-ms = 200
+
+[sinks.events]
+path = "events"
+partition-by = ["day"]
+"#,
+        broker.address()
+    );
+    let function = function_dir(work.path(), "hive", "echo", &body);
+    let days = ["mon", "../../escape", "a/b", "100% = x", "tue"];
+    const N: i64 = 1000;
+    let events: Vec<String> = (0..N)
+        .map(|id| format!("{{\"id\":{id},\"value\":{:.1},\"day\":{}}}", id as f64 * 0.5, serde_json::json!(days[id as usize % days.len()])))
+        .collect();
+    broker.produce("visits", PARTITIONS, &events);
+    let data = work.path().join("data");
+    let serve = Serve::start(&[&function], &data, free_port(), work.path().join("serve.log"));
+    let sink = data.join("hive/events");
+    let landed = eventually(Duration::from_secs(90), || rows_in(&sink) >= N as usize);
+    assert!(landed, "{} of {N} rows; log:\n{}", rows_in(&sink), serve.log_text());
+    assert!(serve.terminate(Duration::from_secs(30)));
+
+    let mut day_of_id = BTreeMap::new();
+    for file in sluice_e2e::parquet_files(&sink) {
+        let relative = file.strip_prefix(&sink).unwrap();
+        let parts: Vec<String> = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        assert_eq!(parts.len(), 2, "one partition level under the sink: {}", relative.display());
+        let day = unescape_partition_value(parts[0].strip_prefix("day=").expect("a day=<value> directory"));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap().build().unwrap();
+        for batch in reader.map(Result::unwrap) {
+            assert!(batch.column_by_name("day").is_none(), "the partition column lives in the path");
+            let ids = batch.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+            for row in 0..batch.num_rows() {
+                assert_eq!(day_of_id.insert(ids.value(row), day.clone()), None, "id {} twice", ids.value(row));
+            }
+        }
+    }
+    assert_eq!(day_of_id.len(), N as usize);
+    for (id, day) in &day_of_id {
+        assert_eq!(day, days[*id as usize % days.len()], "id {id}");
+    }
+    let outside: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!data.join("escape").exists() && !work.path().join("escape").exists(), "a value climbed out: {outside:?}");
+}

@@ -331,6 +331,26 @@ mod tests {
     }
 
     #[test]
+    fn a_partitioned_sink_stages_one_file_per_value_under_escaped_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let spec: SinkSpec = toml::from_str("path = \"a\"\npartition-by = [\"day\"]").unwrap();
+        let sinks = Sinks::resolve(root.path(), &BTreeMap::from([("out".to_string(), spec)])).unwrap();
+        let text = "{\"x\":1,\"day\":\"../up\"}\n{\"x\":2,\"day\":\"mon\"}\n{\"x\":3,\"day\":\"mon\"}\n";
+        let source = sluice_frame::ingest::JsonSource { name: "t", data: text.as_bytes(), first_line: 1 };
+        let frame = sluice_frame::ingest::read_json_lines(&[source], &Default::default()).unwrap().frame;
+        let staged: Vec<(String, StagedFile)> = sinks.stage("out", &frame, "k").unwrap().into_iter().map(|f| ("out".to_string(), f)).collect();
+        let written = sinks.commit(&staged).unwrap();
+        let mut layout: Vec<(String, u64)> = written
+            .iter()
+            .map(|w| (w.path.strip_prefix(root.path().canonicalize().unwrap()).unwrap().display().to_string(), w.rows))
+            .collect();
+        layout.sort();
+        assert_eq!(layout, [("a/day=..%2Fup/k-00000.parquet".to_string(), 1), ("a/day=mon/k-00000.parquet".to_string(), 2)]);
+        let err = sinks.stage("out", &sluice_frame::ingest::read_json_lines(&[], &Default::default()).unwrap().frame, "e");
+        assert!(err.is_err(), "a frame without the partition column is refused");
+    }
+
+    #[test]
     fn dead_letters_are_json_lines() {
         let root = tempfile::tempdir().unwrap();
         let sinks = Sinks::resolve(root.path(), &BTreeMap::new()).unwrap();
