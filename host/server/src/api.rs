@@ -333,3 +333,43 @@ async fn http_trigger(State(api): State<Arc<Api>>, Path((tenant, name)): Path<(S
     let response = route.oneshot(Request::from_parts(parts, body)).await.unwrap_or_else(|never| match never {});
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_runtime::{Runtime, RuntimeConfig};
+    use sluice_triggers::ShutdownSignal;
+
+    use crate::plane::ServerConfig;
+
+    #[tokio::test]
+    async fn every_documented_operation_is_routed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            state_dir: dir.path().join("state"),
+            data_dir: dir.path().join("data"),
+            admin_token: None,
+            max_component_bytes: 1 << 20,
+            log_lines_per_second: 10,
+        };
+        let runtime = Arc::new(Runtime::new(RuntimeConfig { cache_dir: None, pool_instances: 2, max_memory_mb: 64, ..RuntimeConfig::default() }).unwrap());
+        let plane = ControlPlane::new(config, runtime).unwrap();
+        let (_stop, shutdown) = ShutdownSignal::new();
+        let app = router(plane, None, 1 << 20, shutdown);
+        let document = crate::openapi::document();
+        let mut operations = 0;
+        for (path, item) in document["paths"].as_object().unwrap() {
+            let concrete = path.replace("{tenant}", "t").replace("{name}", "n");
+            for method in item.as_object().unwrap().keys() {
+                let request = Request::builder().method(method.to_uppercase().as_str()).uri(&concrete).body(Body::empty()).unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+                let text = String::from_utf8_lossy(&body);
+                assert!(status != StatusCode::METHOD_NOT_ALLOWED && !text.contains("no-route"), "{method} {path}: {status} {text}");
+                operations += 1;
+            }
+        }
+        assert_eq!(operations, 16);
+    }
+}

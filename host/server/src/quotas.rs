@@ -18,8 +18,8 @@ pub struct Quotas {
     pub memory_mb: u64,
     /// The most `limits.timeout-ms` a manifest may ask for (default 60000).
     pub timeout_ms: u64,
-    /// GPU memory the tenant's functions may hold, in MiB (default 1024); passed to the CUDA
-    /// backend's budget once the host has one.
+    /// The most `limits.gpu-memory-mb` (the CUDA backend's per-invocation budget) a manifest
+    /// may ask for (default 2048, the manifest's own default).
     pub gpu_memory_mb: u64,
     /// Bytes of Parquet files the tenant's sinks may hold under its data root (default 10 GiB).
     pub sink_bytes: u64,
@@ -32,7 +32,7 @@ impl Default for Quotas {
             instances: 4,
             memory_mb: 256,
             timeout_ms: 60_000,
-            gpu_memory_mb: 1024,
+            gpu_memory_mb: 2048,
             sink_bytes: 10 << 30,
         }
     }
@@ -75,6 +75,7 @@ impl Quotas {
             ("instances", u64::from(limits.max_instances), u64::from(self.instances)),
             ("memory-mb", limits.memory_mb, self.memory_mb),
             ("timeout-ms", limits.timeout_ms, self.timeout_ms),
+            ("gpu-memory-mb", limits.gpu_memory_mb, self.gpu_memory_mb),
         ];
         for (limit, asked, allowed) in over {
             if asked > allowed {
@@ -104,6 +105,8 @@ mod tests {
         assert!(refused.message.contains("limits.instances = 5") && refused.message.contains("quota of 4"), "{refused}");
         let refused = quotas.admit(&manifest("memory-mb = 512")).unwrap_err();
         assert!(refused.message.contains("memory-mb"), "{refused}");
+        let refused = quotas.admit(&manifest("gpu-memory-mb = 4096")).unwrap_err();
+        assert!(refused.message.contains("gpu-memory-mb = 4096"), "{refused}");
     }
 
     #[test]
