@@ -149,9 +149,9 @@ fn random_batch(rows: usize, groups: u64, seed: u64) -> RecordBatch {
             _ => Some(((r >> 16) % 1_000_000) as f64 / 977.0 - 500.0),
         });
         let key = (r >> 24) % groups.max(1);
-        keys.push(if (r >> 40) % 97 == 0 { None } else { Some(key as i64) });
-        names.push(if (r >> 44) % 89 == 0 { None } else { Some(format!("k{:05}", key % 5000)) });
-        flags.push(if (r >> 50) % 31 == 0 { None } else { Some((r >> 52) % 3 == 0) });
+        keys.push(if (r >> 40).is_multiple_of(97) { None } else { Some(key as i64) });
+        names.push(if (r >> 44).is_multiple_of(89) { None } else { Some(format!("k{:05}", key % 5000)) });
+        flags.push(if (r >> 50).is_multiple_of(31) { None } else { Some((r >> 52).is_multiple_of(3)) });
         times.push(1_700_000_000_000 + (r % 86_400_000) as i64);
     }
     RecordBatch::try_from_iter(vec![

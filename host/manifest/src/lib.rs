@@ -249,7 +249,8 @@ pub struct Limits {
     /// Invocations running at once; `instances` is the older name.
     #[serde(alias = "instances")]
     pub max_instances: u32,
-    /// GPU memory one invocation's frames may hold on the CUDA backend, in MiB.
+    /// GPU memory the function's frames may hold at once on the CUDA backend (all its
+    /// invocations together), in MiB.
     pub gpu_memory_mb: u64,
 }
 

@@ -1,8 +1,8 @@
 //! Which backend computes a function's frames: the manifest's `device`, unless the host's
 //! `--device` flag overrides it. `cuda` without a usable GPU is a load error for that function;
 //! `auto` falls back to the CPU (logged once per process). Each invocation of a CUDA function
-//! gets its own stream on the one shared device, and its frames are charged to a budget of the
-//! function's `gpu-memory-mb`.
+//! gets its own stream on the one shared device; the frames of all its invocations are charged
+//! to one budget of the function's `gpu-memory-mb`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,16 +16,15 @@ use crate::error::LoadError;
 #[derive(Debug)]
 pub struct FunctionGpu {
     device: Arc<CudaDevice>,
-    memory_mb: u64,
+    budget: Arc<GpuBudget>,
     name: String,
 }
 
 impl FunctionGpu {
-    /// A session for one invocation with a fresh budget of the function's limit; `None` (the
-    /// CPU serves this invocation) if the driver cannot make a stream.
+    /// A session for one invocation, charged to the function's budget; `None` (the CPU serves
+    /// this invocation) if the driver cannot make a stream.
     pub fn session(&self) -> Option<Arc<CudaSession>> {
-        let budget = GpuBudget::new(format!("function `{}`", self.name), self.memory_mb << 20);
-        match self.device.session(budget) {
+        match self.device.session(self.budget.clone()) {
             Ok(session) => Some(session),
             Err(error) => {
                 tracing::warn!(function = %self.name, %error, "no CUDA stream; this invocation runs on the CPU");
@@ -58,7 +57,8 @@ pub(crate) fn place(
         Placement::Cpu => None,
         Placement::Cuda(device) => {
             tracing::info!(function, gpu = device.name(), gpu_memory_mb, "function runs on the CUDA backend");
-            Some(FunctionGpu { device, memory_mb: gpu_memory_mb, name: function.to_string() })
+            let budget = GpuBudget::new(format!("function `{function}`"), gpu_memory_mb << 20);
+            Some(FunctionGpu { device, budget, name: function.to_string() })
         }
     })
 }
