@@ -198,6 +198,15 @@ pub(crate) struct Buffer<T> {
     _reservation: GpuReservation,
 }
 
+impl<T> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        // cudarc frees the slice right after this without making the context current, and a
+        // failed free would surface as the error of some later, unrelated call: bind it here
+        // (frames may be dropped on any thread).
+        let _ = self.slice.context().bind_to_thread();
+    }
+}
+
 impl<T> Buffer<T> {
     /// The device address of element `offset`.
     pub fn ptr(&self, stream: &CudaStream, offset: usize) -> u64 {
