@@ -414,3 +414,77 @@ fn schemathesis_finds_no_server_error() {
         assert!(output.status.success(), "schemathesis as {who} found a server error:\n{report}\nserve log:\n{}", server.log_text());
     }
 }
+
+/// Invocations of `function` offered one every `interval` for `window` (a late one is sent at
+/// once, never skipped); returns how many completed with 200 and their p99 latency.
+fn paced_throughput(api: &sluice_e2e::control_plane::Api, function: &str, interval: Duration, window: Duration) -> (u32, Duration) {
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut next = started;
+    while started.elapsed() < window {
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        next += interval;
+        let sent = Instant::now();
+        let answer = api.invoke(function, br#"{"id":1}"#);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    (latencies.len() as u32, latencies[latencies.len() * 99 / 100])
+}
+
+#[test]
+fn a_runaway_tenant_does_not_slow_another_tenant_by_more_than_ten_percent() {
+    let work = tempfile::tempdir().unwrap();
+    let server = ApiServer::start(work.path(), &[]);
+    let admin = server.admin();
+    let calm = server.client(&admin.create_tenant("calm", json!({})));
+    let noisy_token = admin.create_tenant("noisy", json!({ "instances": 1, "timeout_ms": 1000 }));
+    let noisy = server.client(&noisy_token);
+    calm.deploy_ok("victim", &manifest_text("victim", LIMITS), &bytes_of("echo"));
+    noisy.deploy_ok("runaway", &manifest_text("runaway", "[limits]\nmemory-mb = 64\ntimeout-ms = 1000\n"), &bytes_of("misbehave"));
+    paced_throughput(&calm, "victim", Duration::ZERO, Duration::from_millis(500));
+
+    // Busy loops to the timeout, memory growth to the limit and an error storm, all at once
+    // and without pause, from more clients than the runaway tenant has instances.
+    let stop = Arc::new(AtomicBool::new(false));
+    let runaway = |action: &'static str| {
+        let (stop, url, token) = (stop.clone(), server.url("/v1/functions/runaway/invoke"), noisy_token.clone());
+        move || {
+            let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+            let mut failed = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let body = format!("{{\"action\":\"{action}\"}}");
+                let status = client.post(&url).bearer_auth(&token).body(body).send().unwrap().status();
+                assert_eq!(status, 422, "the runaway's invocations fail with the function's own error");
+                failed += 1;
+            }
+            failed
+        }
+    };
+    // The victim's load is a steady 250 invocations/s; windows alone and beside the runaway
+    // alternate, so background load on the machine hits both alike.
+    let (interval, window) = (Duration::from_millis(4), Duration::from_secs(2));
+    let (mut alone, mut beside, mut runaway_failures) = (0, 0, 0);
+    let (mut p99_alone, mut p99_beside) = (Duration::ZERO, Duration::ZERO);
+    for _round in 0..3 {
+        let (done, p99) = paced_throughput(&calm, "victim", interval, window);
+        (alone, p99_alone) = (alone + done, p99_alone.max(p99));
+        stop.store(false, Ordering::Relaxed);
+        let noise: Vec<_> = ["loop", "loop", "grow", "error", "error"].into_iter().map(|a| std::thread::spawn(runaway(a))).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let (done, p99) = paced_throughput(&calm, "victim", interval, window);
+        (beside, p99_beside) = (beside + done, p99_beside.max(p99));
+        stop.store(true, Ordering::Relaxed);
+        runaway_failures += noise.into_iter().map(|t| t.join().unwrap()).sum::<u32>();
+    }
+    let ratio = f64::from(beside) / f64::from(alone);
+    eprintln!(
+        "isolation: victim {alone} invocations alone (p99 {p99_alone:?}) vs {beside} beside the runaway (p99 {p99_beside:?}): {:.1}%; runaway failures {runaway_failures}",
+        ratio * 100.0
+    );
+    assert!(runaway_failures > 0);
+    assert!(ratio >= 0.9, "the victim slowed to {:.1}% of its throughput alone ({beside} vs {alone})", ratio * 100.0);
+}
