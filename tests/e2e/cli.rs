@@ -164,6 +164,14 @@ fn dev_swaps_in_each_save_and_keeps_serving_through_a_compile_error() {
     assert_eq!(reloads.len(), 2, "{reloads:?}");
     eprintln!("dev's own save -> serving report: {reloads:?}");
 
+    let manifest = function.join("sluice.toml");
+    let valid = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, valid.replace("[limits]", "[limits]\nmemory = \"lots\"")).unwrap();
+    let refused = eventually(Duration::from_secs(60), || dev.log_text().matches("sluice dev: reload failed").count() == 2);
+    assert!(refused, "the broken manifest was not reported; dev log:\n{}", dev.log_text());
+    assert!(dev.log_text().contains("unknown field `memory`"), "the bad field is named: {}", dev.log_text());
+    assert!(ask(port, "hello-dev").is_some_and(|body| body.starts_with(&format!("fixed {stamp} from"))));
+
     Command::new("kill").arg("-TERM").arg(dev.child.id().to_string()).status().unwrap();
     let mut dev = dev;
     let stopped = eventually(Duration::from_secs(30), || dev.child.try_wait().unwrap().is_some());

@@ -106,7 +106,7 @@ fn check_name(name: &str) -> Result<(), ScaffoldError> {
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    Ok(std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?)
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
 pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
