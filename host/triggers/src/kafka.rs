@@ -143,7 +143,8 @@ struct Polled {
 }
 
 /// What the polling thread hands over: the messages of a round, and whether it was cut
-/// because it was full (a backlog) rather than by `max-wait-ms` (caught up).
+/// because it was full (a backlog) rather than by `max-wait-ms` (caught up). An empty round
+/// says that nothing came for `max-wait-ms` after a full one.
 struct Round {
     messages: Vec<Polled>,
     full: bool,
@@ -204,10 +205,30 @@ impl InFlight {
 /// Holds revocations until in-flight rounds are settled and their offsets stored.
 struct GroupContext {
     function: String,
+    /// The function's tenant (empty outside the control plane), a label of the lag metric.
+    tenant: String,
     in_flight: Arc<InFlight>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's periodic statistics: the consumer lag of every assigned partition.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, stats) in &stats.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        "sluice_kafka_consumer_lag",
+                        "tenant" => self.tenant.clone(),
+                        "function" => self.function.clone(),
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(stats.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -246,7 +267,8 @@ impl KafkaSource {
             None => None,
         };
         let in_flight = Arc::new(InFlight::default());
-        let consumer = Arc::new(self.consumer(&name, in_flight.clone())?);
+        let tenant = function.current().deployment().tenant.clone();
+        let consumer = Arc::new(self.consumer(&name, tenant, in_flight.clone())?);
         let topics: Vec<&str> = self.spec.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|source| KafkaError::Subscribe {
             function: name.clone(),
@@ -328,7 +350,7 @@ impl KafkaSource {
         }
     }
 
-    fn consumer(&self, function: &str, in_flight: Arc<InFlight>) -> Result<GroupConsumer, KafkaError> {
+    fn consumer(&self, function: &str, tenant: String, in_flight: Arc<InFlight>) -> Result<GroupConsumer, KafkaError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.spec.brokers)
@@ -336,6 +358,12 @@ impl KafkaSource {
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", "1000")
+            // librdkafka stops fetching a partition whose local queue holds queued.min.messages
+            // and by default waits a whole second before fetching again; a consumer that works
+            // through a backlog faster than that would sit idle, so it looks again soon.
+            .set("fetch.queue.backoff.ms", "10")
+            // Statistics carry the consumer lag per partition (`sluice_kafka_consumer_lag`).
+            .set("statistics.interval.ms", "5000")
             .set(
                 "auto.offset.reset",
                 match self.spec.initial_offset {
@@ -347,7 +375,7 @@ impl KafkaSource {
             config.set(key, value);
         }
         config
-            .create_with_context(GroupContext { function: function.to_string(), in_flight })
+            .create_with_context(GroupContext { function: function.to_string(), tenant, in_flight })
             .map_err(|source| KafkaError::Create {
                 function: function.to_string(),
                 brokers: self.spec.brokers.clone(),
@@ -578,11 +606,17 @@ fn poll_rounds(
     in_flight: &InFlight,
 ) {
     let mut round = Accumulator::new(limits);
+    // When the last message came, and whether an empty round already told the processing
+    // side that nothing more came for max-wait-ms (so it rolls what it holds).
+    let (mut last_message, mut idle_announced) = (Instant::now(), true);
     loop {
         let stopping = shutdown.is_stopping();
-        if round.is_due(Instant::now()) || (stopping && !round.is_empty()) {
+        let now = Instant::now();
+        let idle = round.is_empty() && !idle_announced && now.duration_since(last_message) >= limits.max_wait;
+        if round.is_due(now) || (stopping && !round.is_empty()) || idle {
             in_flight.begin();
             let full = round.is_full();
+            idle_announced |= !full;
             if rounds.blocking_send(Round { messages: round.take(), full }).is_err() {
                 in_flight.end();
                 return;
@@ -591,7 +625,8 @@ fn poll_rounds(
         if stopping {
             return;
         }
-        match consumer.poll(round.remaining_wait(Instant::now()).min(SHUTDOWN_CHECK)) {
+        let wait = if round.is_empty() && !idle_announced { limits.max_wait.saturating_sub(now.duration_since(last_message)) } else { round.remaining_wait(now) };
+        match consumer.poll(wait.min(SHUTDOWN_CHECK)) {
             None => {}
             Some(Ok(message)) => {
                 let body = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
@@ -604,6 +639,7 @@ fn poll_rounds(
                     body,
                 };
                 round.push(polled, bytes);
+                (last_message, idle_announced) = (Instant::now(), false);
             }
             Some(Err(error)) => tracing::warn!(%error, "kafka poll error; librdkafka reconnects by itself"),
         }
