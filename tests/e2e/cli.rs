@@ -16,10 +16,13 @@ fn shared_target_dir() -> PathBuf {
     repo_root().join("target/sluice-test-cache/scaffolds")
 }
 
-/// `sluice` with no API address or token inherited from the caller's environment.
+/// `sluice` with no API address or token inherited from the caller's environment, nor a cargo
+/// target directory that would move the scaffolds' components away from where their manifests say.
 fn sluice() -> Command {
     let mut command = Command::new(sluice_bin());
-    command.env_remove("SLUICE_SERVER").env_remove("SLUICE_TOKEN");
+    for inherited in ["SLUICE_SERVER", "SLUICE_TOKEN", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"] {
+        command.env_remove(inherited);
+    }
     command
 }
 
