@@ -183,6 +183,41 @@ fn dev_swaps_in_each_save_and_keeps_serving_through_a_compile_error() {
 }
 
 #[test]
+fn dev_waits_for_a_fix_when_the_first_build_fails() {
+    let work = tempfile::tempdir().unwrap();
+    let function = scaffold(work.path(), "hello-wait");
+    let lib = function.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, source.replace("Ok(Outcome::text(reply))", "Ok(Outcome::text(reply, 1))")).unwrap();
+    let port = free_port();
+    let log = work.path().join("dev.log");
+    let child = sluice()
+        .arg("dev")
+        .arg(&function)
+        .arg("--data-dir")
+        .arg(work.path().join("data"))
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting sluice dev");
+    let dev = Dev { child, log };
+    let waiting = eventually(Duration::from_secs(600), || dev.log_text().contains("nothing serves yet"));
+    assert!(waiting, "the failed first build was not reported; dev log:\n{}", dev.log_text());
+    assert!(dev.log_text().contains("src/lib.rs"), "cargo's error is printed: {}", dev.log_text());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "nothing listens before a version loads");
+
+    std::fs::write(&lib, source).unwrap();
+    wait_for_port(port, Duration::from_secs(300));
+    assert_eq!(ask(port, "hello-wait").as_deref(), Some("hello from hello-wait: 1 events in 1 kinds\n"));
+
+    let missing = run(sluice().arg("dev").arg(work.path().join("nowhere")));
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("sluice.toml does not exist"), "{}", text(&missing.stderr));
+}
+
+#[test]
 fn api_commands_name_a_missing_token_and_an_unreachable_server() {
     let nobody = format!("http://127.0.0.1:{}", free_port());
     let output = run(sluice().args(["list", "--server", &nobody]));

@@ -36,17 +36,39 @@ pub struct DevArgs {
 }
 
 pub fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
-    let manifest = Manifest::load(&args.function)?;
-    build::build_if_needed(&manifest, false)?;
+    let manifest_path = args.function.join(MANIFEST_FILE);
+    anyhow::ensure!(manifest_path.is_file(), "{} does not exist: `sluice dev` takes a function's directory", manifest_path.display());
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default())?);
+    let poll = Duration::from_millis(args.poll_ms.max(10));
+    // Until a first version builds and loads there is nothing to serve: report why and retry
+    // on the next change, as a later failed reload would.
+    let (manifest, slot) = loop {
+        let seen = Sources::scan(&args.function);
+        match first_version(&runtime, &args) {
+            Ok(loaded) => break loaded,
+            Err(error) => {
+                eprintln!("sluice dev: {error:#}");
+                eprintln!("sluice dev: nothing serves yet; fix the sources and save to retry");
+                while Sources::scan(&args.function) == seen {
+                    std::thread::sleep(poll);
+                }
+            }
+        }
+    };
     let data_root = args.data_dir.join(&manifest.name);
-    let slot = serve::load(&runtime, &manifest, &data_root)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let reloader = Reloader { dir: args.function.clone(), name: manifest.name.clone(), runtime, data_root, slot };
-    tokio.block_on(serve_and_watch(args, manifest, reloader))
+    tokio.block_on(serve_and_watch(args, manifest, reloader, poll))
 }
 
-async fn serve_and_watch(args: DevArgs, manifest: Manifest, reloader: Reloader) -> anyhow::Result<ExitCode> {
+fn first_version(runtime: &Runtime, args: &DevArgs) -> anyhow::Result<(Manifest, Arc<FunctionSlot>)> {
+    let manifest = Manifest::load(&args.function)?;
+    build::build_if_needed(&manifest, false)?;
+    let slot = serve::load(runtime, &manifest, &args.data_dir.join(&manifest.name))?;
+    Ok((manifest, slot))
+}
+
+async fn serve_and_watch(args: DevArgs, manifest: Manifest, reloader: Reloader, poll: Duration) -> anyhow::Result<ExitCode> {
     let (signal_stop, shutdown) = ShutdownSignal::new();
     let mut triggers: JoinSet<anyhow::Result<()>> = JoinSet::new();
     let mut served_over_http = Vec::new();
@@ -68,7 +90,6 @@ async fn serve_and_watch(args: DevArgs, manifest: Manifest, reloader: Reloader) 
     let watching = Arc::new(AtomicBool::new(true));
     let watcher = {
         let watching = watching.clone();
-        let poll = Duration::from_millis(args.poll_ms.max(10));
         std::thread::spawn(move || reloader.watch(&watching, poll))
     };
     let mut terminate = signal(SignalKind::terminate())?;
