@@ -349,6 +349,18 @@ fn the_cli_drives_a_real_server_through_a_whole_deploy_cycle() {
         server.ok(&token, &["invoke", "hello-deploy", "--file", events_arg]),
         "hello from hello-deploy: 1 events in 1 kinds\n"
     );
+    let mut piped = sluice()
+        .args(["invoke", "hello-deploy"])
+        .env("SLUICE_SERVER", &server.url)
+        .env("SLUICE_TOKEN", &token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), br#"{"kind":"b","value":2}"#).unwrap();
+    let from_stdin = piped.wait_with_output().unwrap();
+    assert!(from_stdin.status.success());
+    assert_eq!(text(&from_stdin.stdout), "hello from hello-deploy: 1 events in 1 kinds\n", "the event is read from stdin");
     let stderr = server.refused(&token, &["invoke", "hello-deploy", "--data", "not json"]);
     assert!(stderr.starts_with("error: "), "{stderr}");
     let stderr = server.refused(&token, &["rollback", "hello-deploy", "--to", "9"]);
