@@ -31,6 +31,8 @@ fn describe() {
     describe_counter!("sluice_sink_bytes_written_total", Unit::Bytes, "Parquet bytes made durable, per sink.");
     describe_gauge!("sluice_gpu_memory_bytes", Unit::Bytes, "GPU memory held by the function (0 on a CPU-only host).");
     describe_counter!("sluice_log_lines_dropped_total", "Guest log lines dropped by the per-function rate limit.");
+    describe_gauge!("sluice_http_queue_depth", "HTTP requests admitted and not yet answered, or waiting to be batched.");
+    describe_gauge!("sluice_kafka_consumer_lag", "Messages between the consumer's position and the partition's end.");
 }
 
 /// Keeps only the sample lines labelled `tenant="<tenant>"`, with the `# HELP`/`# TYPE`

@@ -499,7 +499,8 @@ impl ControlPlane {
     }
 
     /// Puts a loaded version in place: a swap in the existing slot when the triggers stay
-    /// the same, else new triggers (the old ones drain first).
+    /// the same; else the new triggers start, take the old ones' place in one step (an HTTP
+    /// route is never missing), and the old ones drain.
     #[allow(clippy::too_many_arguments)]
     async fn activate(
         &self,
@@ -513,40 +514,41 @@ impl ControlPlane {
     ) {
         let function = Arc::new(function);
         let signature = trigger_signature(manifest);
-        let previous = self
-            .tenant_mut(tenant, |t| t.functions.get_mut(name).map(|f| (f.slot.clone(), f.triggers.take())))
-            .flatten();
-        let (slot, triggers) = match previous {
-            Some((Some(slot), Some(triggers))) if triggers.signature == signature => {
-                slot.replace(function);
-                (slot, triggers)
-            }
-            Some((slot, old_triggers)) => {
-                if let Some(old) = old_triggers {
-                    old.stop().await;
-                }
-                let slot = match slot {
-                    Some(slot) => {
-                        slot.replace(function);
-                        slot
+        let swapped_in_place = self
+            .tenant_mut(tenant, |t| {
+                let deployed = t.functions.get_mut(name)?;
+                match (&deployed.slot, &deployed.triggers) {
+                    (Some(slot), Some(triggers)) if triggers.signature == signature => {
+                        slot.replace(function.clone());
+                        deployed.record = record.clone();
+                        Some(())
                     }
-                    None => FunctionSlot::new(function),
-                };
-                let triggers = start_triggers_logged(manifest, &slot, &last_error);
-                (slot, triggers)
-            }
-            None => {
-                let slot = FunctionSlot::new(function);
-                let triggers = start_triggers_logged(manifest, &slot, &last_error);
-                (slot, triggers)
-            }
-        };
-        self.tenant_mut(tenant, |t| {
-            t.functions.insert(
-                name.to_string(),
-                Deployed { record, slot: Some(slot), triggers: Some(triggers), log, last_error },
-            );
-        });
+                    _ => None,
+                }
+            })
+            .flatten()
+            .is_some();
+        if swapped_in_place {
+            return;
+        }
+        let slot = self
+            .tenant_ref(tenant, |t| t.functions.get(name).and_then(|f| f.slot.clone()))
+            .flatten()
+            .map(|slot| {
+                slot.replace(function.clone());
+                slot
+            })
+            .unwrap_or_else(|| FunctionSlot::new(function));
+        let triggers = start_triggers_logged(manifest, &slot, &last_error);
+        let replaced = self
+            .tenant_mut(tenant, |t| {
+                let deployed = Deployed { record, slot: Some(slot), triggers: Some(triggers), log, last_error };
+                t.functions.insert(name.to_string(), deployed)
+            })
+            .flatten();
+        if let Some(old) = replaced.and_then(|old| old.triggers) {
+            old.stop().await;
+        }
     }
 }
 

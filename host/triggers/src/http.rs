@@ -52,8 +52,8 @@ struct Pending {
 }
 
 enum Dispatch {
-    /// Permits for requests admitted (running or waiting for an instance).
-    PerRequest { admitted: Arc<Semaphore> },
+    /// Permits for requests admitted (running or waiting for an instance), of `limit`.
+    PerRequest { admitted: Arc<Semaphore>, limit: usize },
     Batched { queue: mpsc::Sender<Pending> },
 }
 
@@ -77,9 +77,10 @@ pub fn http_router(functions: Vec<HttpFunction>) -> (Router, Arc<HttpStats>) {
     let mut by_name = BTreeMap::new();
     for served in functions {
         let dispatch = match served.spec.mode {
-            HttpMode::PerRequest => Dispatch::PerRequest {
-                admitted: Arc::new(Semaphore::new(served.spec.queue_depth + served.instances)),
-            },
+            HttpMode::PerRequest => {
+                let limit = served.spec.queue_depth + served.instances;
+                Dispatch::PerRequest { admitted: Arc::new(Semaphore::new(limit)), limit }
+            }
             HttpMode::Batched => {
                 let (queue, pending) = mpsc::channel(served.spec.queue_depth);
                 tokio::spawn(batch_requests(served.function.clone(), served.limits, served.instances, pending));
@@ -104,7 +105,7 @@ async fn handle(State(routes): State<Arc<Routes>>, Path(name): Path<String>, req
         return json_error(StatusCode::NOT_FOUND, &format!("no function `{name}` is served here"), "not-found");
     };
     let response = match &route.dispatch {
-        Dispatch::PerRequest { admitted } => match admitted.clone().try_acquire_owned() {
+        Dispatch::PerRequest { admitted, .. } => match admitted.clone().try_acquire_owned() {
             Err(_) => busy(&name),
             Ok(_admitted) => match read_message(route, request).await {
                 Err(response) => response,
@@ -131,6 +132,7 @@ async fn handle(State(routes): State<Arc<Routes>>, Path(name): Path<String>, req
             }
         },
     };
+    record_queue_depth(route);
     let counter = match response.status() {
         StatusCode::PAYLOAD_TOO_LARGE => &route.stats.too_large,
         StatusCode::TOO_MANY_REQUESTS => &route.stats.busy,
@@ -140,6 +142,18 @@ async fn handle(State(routes): State<Arc<Routes>>, Path(name): Path<String>, req
     };
     counter.fetch_add(1, Ordering::Relaxed);
     response
+}
+
+/// `sluice_http_queue_depth`: requests admitted and not yet answered (per-request mode) or
+/// waiting to be batched (batched mode), sampled as each request is answered.
+fn record_queue_depth(route: &Route) {
+    let depth = match &route.dispatch {
+        Dispatch::PerRequest { admitted, limit } => limit.saturating_sub(admitted.available_permits()),
+        Dispatch::Batched { queue } => queue.max_capacity() - queue.capacity(),
+    };
+    let tenant = route.function.current().deployment().tenant.clone();
+    metrics::gauge!("sluice_http_queue_depth", "tenant" => tenant, "function" => route.function.name().to_string())
+        .set(depth as f64);
 }
 
 /// The request as an event, or the 413 that refuses it.
