@@ -210,6 +210,15 @@ impl Batch {
         }
     }
 
+    /// [`Batch::len`] when it needs no pass over the input: messages, or file lines already
+    /// indexed. Counting a whole file's lines reads (and maps back in) every page of it.
+    pub fn len_if_known(&self) -> Option<usize> {
+        match &self.events {
+            Events::Lines { index, .. } => index.get().map(Vec::len),
+            Events::Messages { messages, .. } => Some(messages.len()),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -111,10 +111,16 @@ impl Function {
     /// [`Function::invoke`], with the batch's writes either committed as files of their own
     /// or held in [`Invocation::buffered`] for a stream lane.
     pub async fn invoke_with(&self, batch: SharedBatch, batch_key: &str, mode: WriteMode) -> Result<Invocation, InvokeError> {
-        let (events, bytes_in, started) = (batch.len(), batch.bytes(), Instant::now());
+        let (counted, bytes_in, started) = (batch.clone(), batch.bytes(), Instant::now());
         let result = self.run(batch, batch_key, mode).await;
         match &result {
-            Ok(done) => self.metrics.batch_handled(events, bytes_in, done.elapsed, &done.written),
+            Ok(done) => {
+                // A scan already counted a file's lines (rows parsed plus lines skipped); counting
+                // them again would be one more single-threaded pass over the whole input.
+                let scanned = done.rows_parsed as usize + done.skipped_lines;
+                let events = counted.len_if_known().unwrap_or_else(|| if scanned > 0 { scanned } else { counted.len() });
+                self.metrics.batch_handled(events, bytes_in, done.elapsed, &done.written)
+            }
             Err(error) => self.metrics.batch_failed(error.cause(), started.elapsed()),
         }
         result
