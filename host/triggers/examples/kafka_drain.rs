@@ -35,6 +35,9 @@ fn main() -> Result<(), DrainError> {
         .set("bootstrap.servers", &brokers)
         .set("group.id", "sluice-bench-drain")
         .set("enable.auto.commit", "false")
+        // As the kafka trigger does: without it librdkafka idles a second whenever a
+        // partition's local queue fills, and the ceiling would be set by that pause.
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .map_err(kafka)?;
     let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30)).map_err(kafka)?;
