@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use sluice_frame::FrameError;
 use sluice_manifest::Limits;
 use tokio::sync::Semaphore;
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::batch::SharedBatch;
 use crate::deployment::{Deployment, FunctionMetrics, GuestLogLine};
-use crate::bindings::{GuestError, HandlerPre, Outcome};
+use crate::bindings::{GuestError, Handler, HandlerPre, Outcome};
 use crate::engine::{HandlerComponent, Runtime};
 use crate::error::InvokeError;
+use crate::pool::{InstancePool, PoolStats, Warm};
 use crate::rolling::BufferedWrite;
 use crate::sinks::{Sinks, WrittenFile};
 use crate::state::{FunctionContext, InvocationState};
@@ -50,23 +51,34 @@ pub enum WriteMode {
 /// A function ready to run: compiled, linked, with its sinks resolved.
 pub struct Function {
     pre: HandlerPre<InvocationState>,
-    engine: Engine,
     context: Arc<FunctionContext>,
     limits: Limits,
     hash: String,
     next_invocation: AtomicU64,
     instances: Semaphore,
+    /// Warm instances between min-instances and max-instances.
+    pool: Arc<InstancePool>,
     metrics: FunctionMetrics,
 }
 
 impl Function {
     pub(crate) fn new(runtime: &Runtime, component: HandlerComponent, context: FunctionContext, limits: Limits) -> Self {
         let metrics = FunctionMetrics::new(&context.deployment, &context.name);
+        let context = Arc::new(context);
+        let memory_limit = usize::try_from(limits.memory_mb << 20).unwrap_or(usize::MAX);
+        let pool = InstancePool::new(
+            component.pre.clone(),
+            runtime.engine().clone(),
+            context.clone(),
+            memory_limit,
+            limits.min_instances as usize,
+            limits.max_instances as usize,
+        );
         Function {
             metrics,
+            pool,
             pre: component.pre,
-            engine: runtime.engine().clone(),
-            context: Arc::new(context),
+            context,
             instances: Semaphore::new(limits.max_instances as usize),
             limits,
             hash: component.hash,
@@ -94,6 +106,11 @@ impl Function {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Warm and running instances (see [`crate::pool`] for what min- and max-instances mean).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
     }
 
     /// Invocations running or waiting for the tenant's instance cap right now.
@@ -135,11 +152,19 @@ impl Function {
         let _in_use = self.metrics.instance_in_use();
         let started = Instant::now();
         let id = self.next_invocation.fetch_add(1, Ordering::Relaxed);
-        let memory_limit = usize::try_from(self.limits.memory_mb << 20).unwrap_or(usize::MAX);
-        let mut state = InvocationState::new(self.context.clone(), batch_key.to_string(), id, memory_limit);
+        let _finished = PoolSlot(&self.pool);
+        let (mut store, handler) = match self.pool.start() {
+            Some(Warm { store, handler }) => (store, Some(handler)),
+            None => {
+                let memory_limit = usize::try_from(self.limits.memory_mb << 20).unwrap_or(usize::MAX);
+                let state = InvocationState::new(self.context.clone(), batch_key.to_string(), id, memory_limit);
+                (self.pool.new_store(state), None)
+            }
+        };
+        let state = store.data_mut();
+        state.batch_key = batch_key.to_string();
+        state.invocation_id = id;
         state.buffered = (mode == WriteMode::BufferForLane).then(Vec::new);
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
         // Every epoch tick the guest yields to the executor, so a long handler shares the
         // async worker threads with the triggers' accept loops; past its timeout it is stopped.
         let deadline = started + Duration::from_millis(self.limits.timeout_ms);
@@ -150,7 +175,7 @@ impl Function {
 
         let span = tracing::info_span!("invoke", function = %self.context.name, invocation = id, batch = batch_key);
         let _entered = span.enter();
-        let result = self.call(&mut store, batch).await;
+        let result = self.call(&mut store, handler, batch).await;
         let state = store.data_mut();
         state.gather_scans();
         let staged = std::mem::take(&mut state.staged);
@@ -202,8 +227,12 @@ impl Function {
         }
     }
 
-    async fn call(&self, store: &mut Store<InvocationState>, batch: SharedBatch) -> Result<Outcome, CallError> {
-        let handler = self.pre.instantiate_async(&mut *store).await.map_err(CallError::Instantiate)?;
+    /// Calls the handler in `handler` (a warm instance) or in one instantiated now.
+    async fn call(&self, store: &mut Store<InvocationState>, handler: Option<Handler>, batch: SharedBatch) -> Result<Outcome, CallError> {
+        let handler = match handler {
+            Some(handler) => handler,
+            None => self.pre.instantiate_async(&mut *store).await.map_err(CallError::Instantiate)?,
+        };
         let handle = store.data_mut().table.push(batch).map_err(|e| CallError::Instantiate(e.into()))?;
         let result = handler.call_handle(&mut *store, handle).await;
         match result {
@@ -211,6 +240,15 @@ impl Function {
             Ok(Err(error)) => Err(CallError::Guest(error)),
             Err(trap) => Err(CallError::Trap(trap)),
         }
+    }
+}
+
+/// Tells the pool that an invocation ended, however it ended.
+struct PoolSlot<'a>(&'a Arc<InstancePool>);
+
+impl Drop for PoolSlot<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 
