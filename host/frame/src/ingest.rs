@@ -84,6 +84,9 @@ pub struct BadLine {
 pub struct Ingested {
     pub frame: Frame,
     pub bad_lines: Vec<BadLine>,
+    /// Lines read, blank and bad ones included: the newlines in the sources, plus one for each
+    /// source whose last line has no newline.
+    pub lines: u64,
 }
 
 /// Parses JSON lines from `sources` (in order) into one frame on the CPU backend.
@@ -130,9 +133,10 @@ pub fn read_json_lines(sources: &[JsonSource<'_>], options: &ReadOptions) -> Res
         }
         merged.add(result);
     }
+    let lines = merged.seg_lines.iter().sum();
     let batch = merged.finish(&plan)?;
     tracing::debug!(rows = batch.num_rows(), columns = batch.num_columns(), bad = bad_lines.len(), "read json lines");
-    Ok(Ingested { frame: Frame::new(batch), bad_lines })
+    Ok(Ingested { frame: Frame::new(batch), bad_lines, lines })
 }
 
 /// A newline-aligned piece of one source.
@@ -596,8 +600,18 @@ impl<'p> Parser<'p> {
                 return Err(err_at("expected '\"' to start an object key", i));
             }
             let key_start = i;
-            i = skip_string(b, i)?;
-            let key = &b[key_start + 1..i - 1];
+            let predicted = if prefix == SKIP { None } else { self.predicted_key(b, i, prefix) };
+            let entry = match predicted {
+                Some((entry, end)) => {
+                    i = end;
+                    Some(entry)
+                }
+                None => {
+                    i = skip_string(b, i)?;
+                    None
+                }
+            };
+            let key_end = i;
             i = skip_ws(b, i);
             if b.get(i) != Some(&b':') {
                 return Err(err_at("expected ':' after object key", i));
@@ -609,7 +623,10 @@ impl<'p> Parser<'p> {
             if prefix == SKIP {
                 i = skip_value(b, i)?;
             } else {
-                let entry = self.entry(b, prefix, key, key_start)?;
+                let entry = match entry {
+                    Some(entry) => entry,
+                    None => self.entry(b, prefix, &b[key_start + 1..key_end - 1], key_start)?,
+                };
                 if c == b'{' {
                     let child = self.child(entry);
                     i = if child == SKIP { skip_value(b, i)? } else { self.object(b, i, child)? };
@@ -629,15 +646,24 @@ impl<'p> Parser<'p> {
         }
     }
 
+    /// When the key whose `"` is at `i` is the one the previous line had in this position, its
+    /// entry and the position after its closing quote: the key's bytes are compared once and
+    /// never scanned for their end. (The previous line's key ended at that quote, so an equal
+    /// prefix followed by `"` is the same complete key.)
+    fn predicted_key(&mut self, b: &[u8], i: usize, prefix: u32) -> Option<(u32, usize)> {
+        let s = self.slots.get(self.slot)?;
+        let end = i + 1 + s.key.len();
+        if s.prefix != prefix || b.get(end) != Some(&b'"') || !short_eq(&b[i + 1..end], &s.key) {
+            return None;
+        }
+        self.slot += 1;
+        Some((s.entry, end + 1))
+    }
+
     fn entry(&mut self, b: &[u8], prefix: u32, key: &[u8], key_start: usize) -> Result<u32, String> {
+        // Only called when [`Parser::predicted_key`] missed: this slot is relearned.
         let n = self.slot;
         self.slot += 1;
-        if let Some(s) = self.slots.get(n)
-            && s.prefix == prefix
-            && s.key == key
-        {
-            return Ok(s.entry);
-        }
         let entry = match self.prefixes[prefix as usize].keys.get(key) {
             Some(&e) => e,
             None => {
@@ -786,7 +812,7 @@ fn parse_chunk(segments: &[Segment<'_>], plan: &Plan, hints: Option<&HashMap<Str
     let mut fatal = None;
     'segments: for (si, seg) in segments.iter().enumerate() {
         let data = seg.data;
-        let all_utf8 = std::str::from_utf8(data).is_ok();
+        let all_utf8 = simdutf8::basic::from_utf8(data).is_ok();
         let mut start = 0;
         let mut line_no = 0u64;
         while start < data.len() {
@@ -919,6 +945,20 @@ impl Merged {
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
     }
+}
+
+/// Equality of two equally long byte strings, compared 8 bytes at a time in registers: object
+/// keys are short, and a library `memcmp` call per key costs more than the comparison.
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("chunks of 8"));
+    for (x, y) in (&mut words_a).zip(&mut words_b) {
+        if word(x) != word(y) {
+            return false;
+        }
+    }
+    words_a.remainder().iter().zip(words_b.remainder()).all(|(x, y)| x == y)
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -1163,6 +1203,29 @@ mod tests {
         assert_eq!(f.column("s").unwrap(), vec![Scalar::Text("a".into()), Scalar::Null, Scalar::Null]);
         assert_eq!(f.column("f").unwrap(), vec![Scalar::Null, Scalar::Float(1.5), Scalar::Null]);
         assert_eq!(f.column("x").unwrap(), vec![Scalar::Null; 3]);
+    }
+
+    #[test]
+    fn counts_every_line_read_blank_and_bad_ones_included() {
+        let ingested = read("{\"a\":1}\n\n   \nnot json\n{\"a\":2}", &skip()).unwrap();
+        assert_eq!(ingested.lines, 5);
+        assert_eq!(ingested.frame.num_rows(), 2);
+        assert_eq!(read("{\"a\":1}\n{\"a\":2}\n", &ReadOptions::default()).unwrap().lines, 2);
+    }
+
+    #[test]
+    fn keys_that_extend_or_shorten_the_previous_lines_keys_are_told_apart() {
+        // Each line's n-th key is first compared with the previous line's n-th key: a key that
+        // is a prefix of that one, or extends it past an escaped quote, is a different key.
+        let f = frame(
+            "{\"ab\":1,\"q\\\"\":2}\n{\"a\":3,\"q\\\"x\":4}\n{\"ab\":5,\"q\\\"\":6}\n{\"q\\\"\":7,\"ab\":8}",
+        );
+        let names: Vec<_> = f.schema().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["ab", "q\"", "a", "q\"x"]);
+        assert_eq!(f.column("ab").unwrap(), vec![Scalar::Int(1), Scalar::Null, Scalar::Int(5), Scalar::Int(8)]);
+        assert_eq!(f.column("q\"").unwrap(), vec![Scalar::Int(2), Scalar::Null, Scalar::Int(6), Scalar::Int(7)]);
+        assert_eq!(f.column("a").unwrap(), vec![Scalar::Null, Scalar::Int(3), Scalar::Null, Scalar::Null]);
+        assert_eq!(f.column("q\"x").unwrap(), vec![Scalar::Null, Scalar::Int(4), Scalar::Null, Scalar::Null]);
     }
 
     #[test]

@@ -372,7 +372,7 @@ struct ChunkOut {
     result: Result<Frame, FrameError>,
     rows: u64,
     bad_lines: Vec<BadLine>,
-    /// Newlines in the chunk's single mid-source piece (else 0).
+    /// Newlines in the chunk's single mid-source piece (else 0), as counted by its parse.
     newlines: u64,
     /// The source of that piece.
     mid_source: Option<usize>,
@@ -395,16 +395,19 @@ fn run_chunk(
             JsonSource { name: s.name, data: &s.data[p.range.clone()], first_line }
         })
         .collect();
-    let newlines = match mid_source {
-        Some(_) => memchr::memchr_iter(b'\n', pieces[0].data).count() as u64,
-        None => 0,
-    };
     let read = read_json_lines(&pieces, options);
     for p in chunk {
         input.consumed(p.source, p.range.clone());
     }
+    let mut newlines = 0;
     let (result, rows, bad_lines) = match read {
         Ok(ingested) => {
+            // A mid-source piece ends at a newline (a piece that does not is its source's last,
+            // and no line numbers follow it), so its lines are its newlines. A chunk that failed
+            // needs no count: its error stops the scan.
+            if mid_source.is_some() {
+                newlines = ingested.lines;
+            }
             let rows = ingested.frame.num_rows() as u64;
             let result = steps.iter().try_fold(ingested.frame, |f, step| step.apply(&f)).and_then(|f| match partial {
                 Some((keys, aggs)) => f.group_by(keys, aggs),
