@@ -146,7 +146,9 @@ fn every_refused_upload_names_its_reason_and_the_running_version_keeps_serving()
 
     let mut component_with_garbage = b"\0asm\x0d\0\x01\0".to_vec();
     component_with_garbage.extend_from_slice(b"definitely not sections");
-    let refusals: Vec<(&str, String, Vec<u8>, u16, &str, &str)> = vec![
+    // What is uploaded, the manifest and component, and the status, cause and words the refusal has.
+    type Refusal = (&'static str, String, Vec<u8>, u16, &'static str, &'static str);
+    let refusals: Vec<Refusal> = vec![
         ("text", good.clone(), b"hello, I am not wasm".to_vec(), 422, "not-a-component", "magic bytes"),
         ("core module", good.clone(), b"\0asm\x01\0\0\0".to_vec(), 422, "not-a-component", "core WebAssembly module"),
         ("wrong world", good.clone(), bytes_of("wrong-world"), 422, "wrong-world", "sluice:function/handler"),

@@ -534,9 +534,8 @@ impl ControlPlane {
         let slot = self
             .tenant_ref(tenant, |t| t.functions.get(name).and_then(|f| f.slot.clone()))
             .flatten()
-            .map(|slot| {
+            .inspect(|slot| {
                 slot.replace(function.clone());
-                slot
             })
             .unwrap_or_else(|| FunctionSlot::new(function));
         let triggers = start_triggers_logged(manifest, &slot, &last_error);
