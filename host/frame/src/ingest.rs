@@ -441,6 +441,12 @@ impl Col {
         Ok(())
     }
 
+    /// Drops the bytes of a string value that failed to parse or to fit; the line is rolled back,
+    /// and the bytes would otherwise lead the column's next string.
+    fn abandon_str(&mut self) {
+        self.bytes.truncate(*self.offsets.last().expect("offsets start with 0") as usize);
+    }
+
     /// Drops values from row `row` on (a bad line), restoring the initial kind if nothing is left.
     fn truncate(&mut self, row: usize, removed_non_null: usize) {
         if self.len() <= row {
@@ -740,8 +746,11 @@ impl<'p> Parser<'p> {
         let (end, non_null) = match b[i] {
             b'"' => {
                 col.begin_str("string").map_err(|m| err_at(&m, i))?;
-                let end = parse_string(b, i, &mut col.bytes)?;
-                col.end_str()?;
+                let end = parse_string(b, i, &mut col.bytes).and_then(|end| col.end_str().map(|()| end));
+                let Ok(end) = end else {
+                    col.abandon_str();
+                    return end;
+                };
                 (end, true)
             }
             b'-' | b'0'..=b'9' => {
@@ -769,7 +778,10 @@ impl<'p> Parser<'p> {
                 col.begin_str("array").map_err(|m| err_at(&m, i))?;
                 let end = skip_value(b, i)?;
                 col.bytes.extend_from_slice(&b[i..end]);
-                col.end_str()?;
+                if let Err(m) = col.end_str() {
+                    col.abandon_str();
+                    return Err(m);
+                }
                 (end, true)
             }
             other => return Err(err_at(&format!("unexpected character `{}`", other.escape_ascii()), i)),
@@ -1294,6 +1306,14 @@ mod tests {
         let got = read("{\"a\":\"s\",\"b\":}\n{\"a\":1}", &skip()).unwrap();
         assert_eq!(got.frame.column("a").unwrap(), vec![Scalar::Int(1)]);
         assert_eq!(got.bad_lines.len(), 1);
+    }
+
+    #[test]
+    fn a_string_that_fails_midway_leaves_no_bytes_behind() {
+        // The bad escape comes after text was already decoded into the column's buffer.
+        let got = read("{\"a\":\"x\"}\n{\"a\":\"abc\\q\"}\n{\"a\":\"y\"}\n{\"a\":\"unterminated", &skip()).unwrap();
+        assert_eq!(got.frame.column("a").unwrap(), vec![Scalar::Text("x".into()), Scalar::Text("y".into())]);
+        assert_eq!(got.bad_lines.iter().map(|b| b.line).collect::<Vec<_>>(), [2, 4]);
     }
 
     #[test]
