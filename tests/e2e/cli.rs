@@ -90,6 +90,24 @@ struct Dev {
 }
 
 impl Dev {
+    /// Runs `sluice dev` on `function`, its HTTP trigger on `port`, data and log under `work`.
+    fn start(work: &Path, function: &Path, port: u16) -> Dev {
+        let log = work.join("dev.log");
+        let child = sluice()
+            .arg("dev")
+            .arg(function)
+            .arg("--data-dir")
+            .arg(work.join("data"))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting sluice dev");
+        Dev { child, log }
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -126,20 +144,7 @@ fn dev_swaps_in_each_save_and_keeps_serving_through_a_compile_error() {
     let function = scaffold(work.path(), "hello-dev");
     let lib = function.join("src/lib.rs");
     let port = free_port();
-    let log = work.path().join("dev.log");
-    let child = sluice()
-        .arg("dev")
-        .arg(&function)
-        .arg("--data-dir")
-        .arg(work.path().join("data"))
-        .arg("--http-listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting sluice dev");
-    let dev = Dev { child, log };
+    let dev = Dev::start(work.path(), &function, port);
     wait_for_port(port, Duration::from_secs(600));
     assert_eq!(ask(port, "hello-dev").as_deref(), Some("hello from hello-dev: 1 events in 1 kinds\n"));
 
@@ -190,19 +195,7 @@ fn dev_waits_for_a_fix_when_the_first_build_fails() {
     let source = std::fs::read_to_string(&lib).unwrap();
     std::fs::write(&lib, source.replace("Ok(Outcome::text(reply))", "Ok(Outcome::text(reply, 1))")).unwrap();
     let port = free_port();
-    let log = work.path().join("dev.log");
-    let child = sluice()
-        .arg("dev")
-        .arg(&function)
-        .arg("--data-dir")
-        .arg(work.path().join("data"))
-        .arg("--http-listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting sluice dev");
-    let dev = Dev { child, log };
+    let dev = Dev::start(work.path(), &function, port);
     let waiting = eventually(Duration::from_secs(600), || dev.log_text().contains("nothing serves yet"));
     assert!(waiting, "the failed first build was not reported; dev log:\n{}", dev.log_text());
     assert!(dev.log_text().contains("src/lib.rs"), "cargo's error is printed: {}", dev.log_text());
