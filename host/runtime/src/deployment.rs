@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::Label;
+use sluice_frame::cuda::GpuBudget;
 use tokio::sync::Semaphore;
 
 use crate::error::InvokeError;
@@ -93,6 +94,8 @@ pub struct Deployment {
     /// Permits shared by every function of the tenant: invocations running at once.
     pub tenant_instances: Option<Arc<Semaphore>>,
     pub sink_budget: Option<Arc<SinkBudget>>,
+    /// The tenant's GPU memory quota, shared by its functions' GPU budgets.
+    pub gpu_budget: Option<Arc<GpuBudget>>,
     pub guest_log: Option<Arc<dyn GuestLogSink>>,
 }
 
@@ -115,8 +118,12 @@ impl FunctionMetrics {
             Label::new("function", function.to_string()),
             Label::new("version", deployment.version.to_string()),
         ];
-        metrics::gauge!("sluice_gpu_memory_bytes", labels.iter()).set(0.0);
         FunctionMetrics { labels }
+    }
+
+    /// GPU memory the function's frames hold now.
+    pub(crate) fn gpu_memory(&self, bytes: u64) {
+        metrics::gauge!("sluice_gpu_memory_bytes", self.labels.iter()).set(bytes as f64);
     }
 
     /// Counts one instance in use until the returned guard is dropped.

@@ -177,7 +177,14 @@ impl Runtime {
         data_root: &Path,
         deployment: Deployment,
     ) -> Result<Function, LoadError> {
-        let gpu = crate::gpu::place(&manifest.name, manifest.device, self.device, manifest.limits.gpu_memory_mb, self.kernel_cache.as_deref())?;
+        let gpu = crate::gpu::place(
+            &manifest.name,
+            manifest.device,
+            self.device,
+            manifest.limits.gpu_memory_mb,
+            deployment.gpu_budget.as_ref(),
+            self.kernel_cache.as_deref(),
+        )?;
         let component = self.load_component(bytes)?;
         let mut sinks = Sinks::resolve(data_root, &manifest.sinks)?;
         if let Some(budget) = &deployment.sink_budget {

@@ -74,7 +74,7 @@ impl Function {
             limits.min_instances as usize,
             limits.max_instances as usize,
         );
-        Function {
+        let function = Function {
             metrics,
             pool,
             pre: component.pre,
@@ -83,7 +83,9 @@ impl Function {
             limits,
             hash: component.hash,
             next_invocation: AtomicU64::new(1),
-        }
+        };
+        function.report_gpu_memory();
+        function
     }
 
     pub fn name(&self) -> &str {
@@ -97,6 +99,13 @@ impl Function {
 
     pub fn sinks(&self) -> &Sinks {
         &self.context.sinks
+    }
+
+    /// Sets the function's `sluice_gpu_memory_bytes` gauge to what its frames hold on the
+    /// device now (0 on the CPU); device memory changes inside host calls, so the metrics
+    /// endpoint calls this before it renders.
+    pub fn report_gpu_memory(&self) {
+        self.metrics.gpu_memory(self.context.gpu.as_ref().map_or(0, |gpu| gpu.used_bytes()));
     }
 
     /// The tenant and version this function was deployed as.

@@ -2,7 +2,7 @@
 //! `--device` flag overrides it. `cuda` without a usable GPU is a load error for that function;
 //! `auto` falls back to the CPU (logged once per process). Each invocation of a CUDA function
 //! gets its own stream on the one shared device; the frames of all its invocations are charged
-//! to one budget of the function's `gpu-memory-mb`.
+//! to one budget of the function's `gpu-memory-mb`, itself within its tenant's quota if any.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +32,11 @@ impl FunctionGpu {
             }
         }
     }
+
+    /// Bytes the function's frames hold on the device now.
+    pub fn used_bytes(&self) -> u64 {
+        self.budget.used()
+    }
 }
 
 fn request(preference: DevicePreference) -> DeviceRequest {
@@ -48,6 +53,7 @@ pub(crate) fn place(
     manifest_choice: DevicePreference,
     host_override: Option<DevicePreference>,
     gpu_memory_mb: u64,
+    tenant_budget: Option<&Arc<GpuBudget>>,
     kernel_cache: Option<&Path>,
 ) -> Result<Option<FunctionGpu>, LoadError> {
     let chosen = host_override.unwrap_or(manifest_choice);
@@ -57,7 +63,11 @@ pub(crate) fn place(
         Placement::Cpu => None,
         Placement::Cuda(device) => {
             tracing::info!(function, gpu = device.name(), gpu_memory_mb, "function runs on the CUDA backend");
-            let budget = GpuBudget::new(format!("function `{function}`"), gpu_memory_mb << 20);
+            let owner = format!("function `{function}`");
+            let budget = match tenant_budget {
+                Some(tenant) => GpuBudget::within(owner, gpu_memory_mb << 20, tenant.clone()),
+                None => GpuBudget::new(owner, gpu_memory_mb << 20),
+            };
             Some(FunctionGpu { device, budget, name: function.to_string() })
         }
     })
@@ -75,14 +85,14 @@ mod tests {
             eprintln!("skipped: this machine has a CUDA driver");
             return;
         }
-        let err = place("agg", DevicePreference::Cuda, None, 64, None).unwrap_err();
+        let err = place("agg", DevicePreference::Cuda, None, 64, None, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "function `agg`: device `cuda` was requested, but no CUDA driver: libcuda cannot be loaded; use `auto` or `cpu`"
         );
-        assert!(place("agg", DevicePreference::Auto, None, 64, None).unwrap().is_none());
-        assert!(place("agg", DevicePreference::Cpu, None, 64, None).unwrap().is_none());
-        assert!(place("agg", DevicePreference::Cuda, Some(DevicePreference::Cpu), 64, None).unwrap().is_none());
-        assert!(place("agg", DevicePreference::Cpu, Some(DevicePreference::Cuda), 64, None).is_err());
+        assert!(place("agg", DevicePreference::Auto, None, 64, None, None).unwrap().is_none());
+        assert!(place("agg", DevicePreference::Cpu, None, 64, None, None).unwrap().is_none());
+        assert!(place("agg", DevicePreference::Cuda, Some(DevicePreference::Cpu), 64, None, None).unwrap().is_none());
+        assert!(place("agg", DevicePreference::Cpu, Some(DevicePreference::Cuda), 64, None, None).is_err());
     }
 }

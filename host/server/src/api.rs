@@ -100,6 +100,7 @@ async fn metrics_text(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiRes
     let Some(handle) = &api.metrics else {
         return Err(ApiError::not_found("metrics-disabled", "this server records no metrics"));
     };
+    api.plane.report_gpu_memory();
     let text = match caller {
         Caller::Admin => handle.render(),
         Caller::Tenant(tenant) => only_tenant(&handle.render(), &tenant),

@@ -16,6 +16,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sluice_manifest::{Manifest, TriggerSpec};
+use sluice_frame::cuda::GpuBudget;
 use sluice_runtime::{Deployment, Function, FunctionSlot, Runtime, SinkBudget};
 use sluice_triggers::{
     BatchLimits, CronSchedule, CronStats, HttpFunction, KafkaSource, RetryPolicy, Shutdown, ShutdownSignal, http_router,
@@ -83,6 +84,8 @@ struct TenantState {
     record: TenantRecord,
     instances: Arc<Semaphore>,
     sink_budget: Arc<SinkBudget>,
+    /// The GPU memory quota, shared by the GPU budgets of the tenant's functions.
+    gpu_budget: Arc<GpuBudget>,
     functions: BTreeMap<String, Deployed>,
 }
 
@@ -191,6 +194,7 @@ impl ControlPlane {
         let tenant = TenantState {
             instances: Arc::new(Semaphore::new(record.quotas.instances as usize)),
             sink_budget: SinkBudget::new(record.quotas.sink_bytes, used),
+            gpu_budget: GpuBudget::new(format!("tenant `{}`", record.name), record.quotas.gpu_memory_mb << 20),
             record,
             functions: BTreeMap::new(),
         };
@@ -269,8 +273,8 @@ impl ControlPlane {
 
     pub async fn set_quotas(&self, name: &str, update: &QuotasUpdate) -> Result<Value, ApiError> {
         let _serialized = self.mutations.lock().await;
-        let (current, instances, budget) = self
-            .tenant_ref(name, |t| (t.record.clone(), t.instances.clone(), t.sink_budget.clone()))
+        let (current, instances, budget, gpu_budget) = self
+            .tenant_ref(name, |t| (t.record.clone(), t.instances.clone(), t.sink_budget.clone(), t.gpu_budget.clone()))
             .ok_or_else(|| no_tenant(name))?;
         let quotas = current.quotas.updated(update)?;
         let record = TenantRecord { quotas: quotas.clone(), ..current.clone() };
@@ -286,11 +290,22 @@ impl ControlPlane {
             }
         }
         budget.set_limit_bytes(quotas.sink_bytes);
+        gpu_budget.set_limit(quotas.gpu_memory_mb << 20);
         self.tenant_mut(name, |t| t.record = record);
         Ok(json!({ "name": name, "quotas": quotas }))
     }
 
     // ---- functions (tenant) ----
+
+    /// Brings every running function's GPU-memory gauge up to date (see `/metrics`).
+    pub fn report_gpu_memory(&self) {
+        let state = self.state.read().expect("state lock");
+        for tenant in state.tenants.values() {
+            for slot in tenant.functions.values().filter_map(|f| f.slot.as_ref()) {
+                slot.current().report_gpu_memory();
+            }
+        }
+    }
 
     pub fn list_functions(&self, tenant: &str) -> Value {
         let list = self.tenant_ref(tenant, |t| {
@@ -460,14 +475,16 @@ impl ControlPlane {
         log: &Arc<FunctionLog>,
         last_error: &Arc<Mutex<Option<String>>>,
     ) -> Result<Function, ApiError> {
-        let (instances, sink_budget) =
-            self.tenant_ref(tenant, |t| (t.instances.clone(), t.sink_budget.clone())).ok_or_else(|| no_tenant(tenant))?;
+        let (instances, sink_budget, gpu_budget) = self
+            .tenant_ref(tenant, |t| (t.instances.clone(), t.sink_budget.clone(), t.gpu_budget.clone()))
+            .ok_or_else(|| no_tenant(tenant))?;
         let data_root = self.function_data_root(tenant, &manifest.name)?;
         let deployment = Deployment {
             tenant: tenant.to_string(),
             version,
             tenant_instances: Some(instances),
             sink_budget: Some(sink_budget),
+            gpu_budget: Some(gpu_budget),
             guest_log: Some(Arc::new(VersionLog { log: log.clone(), version, last_error: last_error.clone() })),
         };
         let runtime = self.runtime.clone();

@@ -1,5 +1,6 @@
 //! GPU memory accounting: every device allocation of a tenant's frames is reserved against a
-//! budget first, so one tenant cannot take the shared device's memory from the others.
+//! budget first, so one tenant cannot take the shared device's memory from the others. A
+//! function's budget may sit within its tenant's: a reservation then holds bytes of both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,17 +20,34 @@ pub struct BudgetError {
 #[derive(Debug)]
 pub struct GpuBudget {
     owner: String,
-    limit: u64,
+    limit: AtomicU64,
     used: AtomicU64,
+    /// The budget this one is part of (a tenant's, for a function's budget).
+    parent: Option<Arc<GpuBudget>>,
 }
 
 impl GpuBudget {
     pub fn new(owner: impl Into<String>, limit_bytes: u64) -> Arc<GpuBudget> {
-        Arc::new(GpuBudget { owner: owner.into(), limit: limit_bytes, used: AtomicU64::new(0) })
+        Arc::new(GpuBudget { owner: owner.into(), limit: AtomicU64::new(limit_bytes), used: AtomicU64::new(0), parent: None })
+    }
+
+    /// A budget whose reservations also count against `parent` and fail when either is full.
+    pub fn within(owner: impl Into<String>, limit_bytes: u64, parent: Arc<GpuBudget>) -> Arc<GpuBudget> {
+        Arc::new(GpuBudget {
+            owner: owner.into(),
+            limit: AtomicU64::new(limit_bytes),
+            used: AtomicU64::new(0),
+            parent: Some(parent),
+        })
     }
 
     pub fn limit(&self) -> u64 {
-        self.limit
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Changes the limit (a tenant's quota was changed); bytes held stay held.
+    pub fn set_limit(&self, limit_bytes: u64) {
+        self.limit.store(limit_bytes, Ordering::Release);
     }
 
     pub fn used(&self) -> u64 {
@@ -38,20 +56,16 @@ impl GpuBudget {
 
     /// Reserves `bytes` for `what` (named in the error), released when the reservation drops.
     pub fn reserve(self: &Arc<Self>, bytes: u64, what: &str) -> Result<GpuReservation, BudgetError> {
+        let parent = self.parent.as_ref().map(|parent| parent.reserve(bytes, what)).transpose()?;
+        let limit = self.limit();
         let mut current = self.used.load(Ordering::Acquire);
         loop {
-            let remaining = self.limit.saturating_sub(current);
+            let remaining = limit.saturating_sub(current);
             if bytes > remaining {
-                return Err(BudgetError {
-                    owner: self.owner.clone(),
-                    what: what.to_string(),
-                    requested: bytes,
-                    remaining,
-                    limit: self.limit,
-                });
+                return Err(BudgetError { owner: self.owner.clone(), what: what.to_string(), requested: bytes, remaining, limit });
             }
             match self.used.compare_exchange_weak(current, current + bytes, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(GpuReservation { budget: self.clone(), bytes }),
+                Ok(_) => return Ok(GpuReservation { budget: self.clone(), bytes, _parent: parent.map(Box::new) }),
                 Err(seen) => current = seen,
             }
         }
@@ -63,6 +77,8 @@ impl GpuBudget {
 pub struct GpuReservation {
     budget: Arc<GpuBudget>,
     bytes: u64,
+    /// The same bytes held in the parent budget, released with this one.
+    _parent: Option<Box<GpuReservation>>,
 }
 
 impl GpuReservation {
@@ -105,6 +121,27 @@ mod tests {
         );
         assert_eq!(budget.used(), 700);
         budget.reserve(300, "fits exactly").unwrap();
+    }
+
+    #[test]
+    fn a_function_budget_within_its_tenants_is_bounded_by_both() {
+        let tenant = GpuBudget::new("tenant acme", 1000);
+        let a = GpuBudget::within("function `a`", 800, tenant.clone());
+        let b = GpuBudget::within("function `b`", 800, tenant.clone());
+        let held_a = a.reserve(700, "column `x`").unwrap();
+        let err = b.reserve(400, "column `y`").unwrap_err();
+        assert_eq!((err.owner.as_str(), err.remaining), ("tenant acme", 300));
+        assert_eq!((tenant.used(), b.used()), (700, 0));
+        let err = a.reserve(150, "column `z`").unwrap_err();
+        assert_eq!((err.owner.as_str(), err.remaining), ("function `a`", 100));
+        assert_eq!(tenant.used(), 700, "a refusal by the function's budget gives the tenant's bytes back");
+        let held_b = b.reserve(300, "column `y`").unwrap();
+        drop(held_a);
+        assert_eq!((tenant.used(), a.used(), b.used()), (300, 0, 300));
+        tenant.set_limit(200);
+        assert!(b.reserve(1, "over the lowered quota").is_err());
+        drop(held_b);
+        assert_eq!(tenant.used(), 0);
     }
 
     #[test]
