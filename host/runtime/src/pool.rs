@@ -14,9 +14,10 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store};
 
 use crate::bindings::{Handler, HandlerPre};
+use crate::function::yield_to_others;
 use crate::state::{FunctionContext, InvocationState};
 
 /// How long without a new invocation before warm instances above `min-instances` are dropped.
@@ -80,13 +81,14 @@ impl InstancePool {
         self.state.lock().expect("instance pool lock")
     }
 
-    /// A fresh store for `memory_limit`, its guest yielding every epoch tick until the
-    /// invocation that takes it sets its deadline.
-    pub fn new_store(&self, state: InvocationState) -> Store<InvocationState> {
+    /// A fresh store with the function's memory limit, its guest yielding every epoch tick
+    /// until the invocation that takes it sets its deadline (and names its batch).
+    pub fn new_store(&self) -> Store<InvocationState> {
+        let state = InvocationState::new(self.context.clone(), self.memory_limit);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        store.epoch_deadline_callback(|_| Ok(yield_to_others()));
         store
     }
 
@@ -134,8 +136,7 @@ impl InstancePool {
     }
 
     async fn prepare(&self) {
-        let state = InvocationState::new(self.context.clone(), String::new(), 0, self.memory_limit);
-        let mut store = self.new_store(state);
+        let mut store = self.new_store();
         let prepared = self.pre.instantiate_async(&mut store).await;
         let mut state = self.lock();
         state.preparing -= 1;

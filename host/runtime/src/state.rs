@@ -80,7 +80,9 @@ pub struct InvocationState {
 }
 
 impl InvocationState {
-    pub fn new(function: Arc<FunctionContext>, batch_key: String, invocation_id: u64, memory_limit_bytes: usize) -> Self {
+    /// The state of a store not yet handed to an invocation: [`Function`](crate::Function)
+    /// names the batch and the invocation when it takes the store.
+    pub fn new(function: Arc<FunctionContext>, memory_limit_bytes: usize) -> Self {
         let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
@@ -90,8 +92,8 @@ impl InvocationState {
             wasi,
             limiter: MemoryLimiter { limit_bytes: memory_limit_bytes, exceeded: false },
             function,
-            batch_key,
-            invocation_id,
+            batch_key: String::new(),
+            invocation_id: 0,
             staged: Vec::new(),
             buffered: None,
             bad_lines: Vec::new(),
