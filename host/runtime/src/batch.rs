@@ -140,12 +140,125 @@ pub struct Message {
     pub meta: EventMeta,
 }
 
+/// The messages of one Kafka partition in offset order, their bodies packed into one buffer
+/// with a newline after each. The JSON reader then parses a stretch of them in place as lines
+/// of one source, rather than one source (and one allocation) per message.
+#[derive(Debug)]
+pub struct PartitionMessages {
+    topic: Arc<str>,
+    partition: i32,
+    /// `kafka:<topic>/<partition>`: the source that parse errors and skipped lines name; their
+    /// line number is the message's offset.
+    name: String,
+    bodies: Vec<u8>,
+    keys: Vec<u8>,
+    entries: Vec<PackedMessage>,
+    body_bytes: u64,
+    runs: OnceLock<Vec<Run>>,
+}
+
+#[derive(Debug, Clone)]
+struct PackedMessage {
+    offset: i64,
+    body: Range<usize>,
+    key: Option<Range<usize>>,
+}
+
+/// Consecutive offsets whose bodies hold no newline but the one after each: within it, the
+/// n-th line is the message at `first_offset + n`.
+#[derive(Debug)]
+struct Run {
+    bytes: Range<usize>,
+    first_offset: i64,
+}
+
+impl PartitionMessages {
+    pub fn new(topic: Arc<str>, partition: i32) -> PartitionMessages {
+        PartitionMessages {
+            name: format!("kafka:{topic}/{partition}"),
+            topic,
+            partition,
+            bodies: Vec::new(),
+            keys: Vec::new(),
+            entries: Vec::new(),
+            body_bytes: 0,
+            runs: OnceLock::new(),
+        }
+    }
+
+    /// Appends the message at `offset`; offsets must grow.
+    pub fn push(&mut self, offset: i64, key: Option<&[u8]>, body: &[u8]) {
+        debug_assert!(self.entries.last().is_none_or(|last| last.offset < offset), "offsets of a partition grow");
+        let start = self.bodies.len();
+        self.bodies.extend_from_slice(body);
+        self.bodies.push(b'\n');
+        let key = key.map(|key| {
+            let start = self.keys.len();
+            self.keys.extend_from_slice(key);
+            start..self.keys.len()
+        });
+        self.entries.push(PackedMessage { offset, body: start..start + body.len(), key });
+        self.body_bytes += body.len() as u64;
+    }
+
+    pub fn topic(&self) -> &Arc<str> {
+        &self.topic
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The offsets of the first and last message, if any.
+    pub fn offsets(&self) -> Option<(i64, i64)> {
+        Some((self.entries.first()?.offset, self.entries.last()?.offset))
+    }
+
+    fn meta(&self, entry: &PackedMessage) -> EventMeta {
+        EventMeta::Kafka {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: entry.offset,
+            key: entry.key.clone().map(|key| self.keys[key].to_vec()),
+        }
+    }
+
+    /// Splits the bodies where the offsets skip (compacted or transactional topics) or where
+    /// a body holds a newline of its own, which would shift the lines after it.
+    fn runs(&self) -> &[Run] {
+        self.runs.get_or_init(|| {
+            let mut runs: Vec<Run> = Vec::new();
+            // The offset that continues the last run, unless its last body broke the lines.
+            let mut continuing = None;
+            for entry in &self.entries {
+                let end = entry.body.end + 1;
+                match runs.last_mut() {
+                    Some(run) if continuing == Some(entry.offset) => run.bytes.end = end,
+                    _ => runs.push(Run { bytes: entry.body.start..end, first_offset: entry.offset }),
+                }
+                continuing = memchr::memchr(b'\n', &self.bodies[entry.body.clone()]).is_none().then_some(entry.offset + 1);
+            }
+            runs
+        })
+    }
+}
+
 #[derive(Debug)]
 enum Events {
     /// Lines of files: every non-blank line is one event.
     Lines { spans: Vec<FileSpan>, index: OnceLock<Vec<LineRef>> },
     /// Messages with their source names, computed once for error messages.
     Messages { messages: Vec<Message>, names: Vec<String> },
+    /// The messages of one Kafka partition, packed.
+    Partition(PartitionMessages),
 }
 
 /// Where one line event sits, built only when the guest asks for single events.
@@ -189,6 +302,12 @@ impl Batch {
         Batch { trigger, events: Events::Messages { messages, names }, bad_lines, bytes }
     }
 
+    /// A batch of one Kafka partition's messages.
+    pub fn from_partition(messages: PartitionMessages, bad_lines: BadLinePolicy) -> Batch {
+        let bytes = messages.body_bytes;
+        Batch { trigger: TriggerKind::Kafka, events: Events::Partition(messages), bad_lines, bytes }
+    }
+
     pub fn trigger(&self) -> TriggerKind {
         self.trigger
     }
@@ -207,6 +326,7 @@ impl Batch {
         match &self.events {
             Events::Lines { spans, index } => index.get_or_init(|| index_lines(spans)).len(),
             Events::Messages { messages, .. } => messages.len(),
+            Events::Partition(packed) => packed.len(),
         }
     }
 
@@ -216,6 +336,7 @@ impl Batch {
         match &self.events {
             Events::Lines { index, .. } => index.get().map(Vec::len),
             Events::Messages { messages, .. } => Some(messages.len()),
+            Events::Partition(packed) => Some(packed.len()),
         }
     }
 
@@ -231,6 +352,7 @@ impl Batch {
                 Some(EventMeta::File { path: span.file.display.clone(), line: line.line })
             }
             Events::Messages { messages, .. } => messages.get(index).map(|m| m.meta.clone()),
+            Events::Partition(packed) => packed.entries.get(index).map(|entry| packed.meta(entry)),
         }
     }
 
@@ -241,6 +363,7 @@ impl Batch {
                 Some(&spans[line.span as usize].bytes()[line.start..line.end])
             }
             Events::Messages { messages, .. } => messages.get(index).map(|m| m.body.as_slice()),
+            Events::Partition(packed) => packed.entries.get(index).map(|entry| &packed.bodies[entry.body.clone()]),
         }
     }
 
@@ -255,6 +378,11 @@ impl Batch {
                 .iter()
                 .zip(names)
                 .map(|(m, name)| JsonSource { name, data: &m.body, first_line: m.meta.first_line() })
+                .collect(),
+            Events::Partition(packed) => packed
+                .runs()
+                .iter()
+                .map(|run| JsonSource { name: &packed.name, data: &packed.bodies[run.bytes.clone()], first_line: run.first_offset as u64 })
                 .collect(),
         }
     }
@@ -335,5 +463,40 @@ mod tests {
         assert_eq!(batch.trigger(), TriggerKind::Kafka);
         assert_eq!(batch.meta(0), Some(meta));
         assert_eq!(batch.json_sources()[0].name, "t/2@9");
+    }
+
+    fn packed(messages: &[(i64, &str)]) -> Batch {
+        let mut packed = PartitionMessages::new(Arc::from("t"), 2);
+        for (offset, body) in messages {
+            packed.push(*offset, (*offset % 2 == 0).then_some(b"k".as_slice()), body.as_bytes());
+        }
+        Batch::from_partition(packed, BadLinePolicy::Skip)
+    }
+
+    #[test]
+    fn partition_messages_keep_bodies_keys_and_offsets() {
+        let batch = packed(&[(7, "{\"a\":1}"), (8, "")]);
+        assert_eq!((batch.len(), batch.bytes(), batch.trigger()), (2, 7, TriggerKind::Kafka));
+        assert_eq!(batch.body(1), Some(&b""[..]));
+        assert_eq!(batch.meta(1), Some(EventMeta::Kafka { topic: "t".into(), partition: 2, offset: 8, key: Some(b"k".to_vec()) }));
+        assert!(matches!(batch.meta(0), Some(EventMeta::Kafka { offset: 7, key: None, .. })));
+        assert_eq!(batch.body(2), None);
+    }
+
+    #[test]
+    fn partition_messages_parse_in_place_and_errors_name_the_offset() {
+        // 10 and 11 are consecutive; 13 follows a gap; 14 follows a body that holds a newline.
+        let batch = packed(&[(10, "{\"a\":1}"), (11, "{\"a\":"), (13, "{\"a\":3}\n{\"a\":4}"), (14, "nope")]);
+        let sources = batch.json_sources();
+        let starts: Vec<u64> = sources.iter().map(|s| s.first_line).collect();
+        assert_eq!(starts, [10, 13, 14]);
+        assert!(sources.iter().all(|s| s.name == "kafka:t/2"));
+        let options = sluice_frame::ingest::ReadOptions { bad_lines: BadLinePolicy::Skip, ..Default::default() };
+        let read = sluice_frame::ingest::read_json_lines(&sources, &options).unwrap();
+        assert_eq!(read.frame.num_rows(), 3);
+        let bad: Vec<(&str, u64)> = read.bad_lines.iter().map(|b| (b.source.as_str(), b.line)).collect();
+        assert_eq!(bad, [("kafka:t/2", 11), ("kafka:t/2", 14)]);
+        let failed = sluice_frame::ingest::read_json_lines(&sources, &Default::default()).unwrap_err();
+        assert!(failed.to_string().starts_with("kafka:t/2 line 11:"), "{failed}");
     }
 }

@@ -20,7 +20,7 @@ mod sinks;
 mod slot;
 mod state;
 
-pub use batch::{Batch, EventMeta, FileSpan, MappedFile, Message, SharedBatch, TriggerKind};
+pub use batch::{Batch, EventMeta, FileSpan, MappedFile, Message, PartitionMessages, SharedBatch, TriggerKind};
 pub use bindings::{Outcome, Reply};
 pub use cache::{ComponentCache, content_hash};
 pub use deployment::{Deployment, GuestLogLine, GuestLogSink, SinkBudget, SinkQuotaExceeded};

@@ -22,38 +22,49 @@ impl From<&Batching> for BatchLimits {
     }
 }
 
-/// Events gathered for the next batch.
+/// Events gathered for the next batch, in a collection `C` (a `Vec` of events, or a packed
+/// form that the trigger fills itself through [`Accumulator::push_with`]).
 #[derive(Debug)]
-pub struct Accumulator<T> {
+pub struct Accumulator<C> {
     limits: BatchLimits,
-    items: Vec<T>,
+    items: C,
+    events: usize,
     bytes: u64,
     opened: Option<Instant>,
 }
 
-impl<T> Accumulator<T> {
-    pub fn new(limits: BatchLimits) -> Self {
-        Accumulator { limits, items: Vec::new(), bytes: 0, opened: None }
-    }
-
+impl<T> Accumulator<Vec<T>> {
     /// Adds an event of `bytes` body bytes; the first event starts the batch's clock.
     pub fn push(&mut self, item: T, bytes: u64) {
+        self.push_with(bytes, |items| items.push(item));
+    }
+}
+
+impl<C: Default> Accumulator<C> {
+    pub fn new(limits: BatchLimits) -> Self {
+        Accumulator { limits, items: C::default(), events: 0, bytes: 0, opened: None }
+    }
+
+    /// Counts one event of `bytes` body bytes, which `add` puts into the collection; the
+    /// first event starts the batch's clock.
+    pub fn push_with(&mut self, bytes: u64, add: impl FnOnce(&mut C)) {
         self.opened.get_or_insert_with(Instant::now);
-        self.items.push(item);
+        add(&mut self.items);
+        self.events += 1;
         self.bytes += bytes;
     }
 
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.events
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.events == 0
     }
 
     /// Whether the batch reached `max-events` or `max-bytes`.
     pub fn is_full(&self) -> bool {
-        self.items.len() >= self.limits.max_events || self.bytes >= self.limits.max_bytes
+        self.events >= self.limits.max_events || self.bytes >= self.limits.max_bytes
     }
 
     /// Whether the batch should close now: full, or its first event waited `max-wait`.
@@ -70,7 +81,8 @@ impl<T> Accumulator<T> {
     }
 
     /// Closes the batch and starts an empty one.
-    pub fn take(&mut self) -> Vec<T> {
+    pub fn take(&mut self) -> C {
+        self.events = 0;
         self.bytes = 0;
         self.opened = None;
         std::mem::take(&mut self.items)

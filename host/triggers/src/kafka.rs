@@ -20,14 +20,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
 use sluice_frame::FrameError;
 use sluice_frame::ingest::BadLinePolicy;
 use sluice_manifest::{BadLines, InitialOffset, KafkaTrigger};
-use sluice_runtime::{Batch, EventMeta, Function, FunctionSlot, Lane, Message, TriggerKind, WriteMode};
+use sluice_runtime::{Batch, EventMeta, Function, FunctionSlot, Lane, PartitionMessages, WriteMode};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -133,20 +133,33 @@ pub struct KafkaSource {
     pub stats: Arc<KafkaStats>,
 }
 
-/// A message as polled: owned, with where it came from.
-struct Polled {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    body: Vec<u8>,
+/// The messages of a round, packed per partition (in the order the partitions first came):
+/// the polling thread copies each payload once, into its partition's buffer, and allocates
+/// nothing per message.
+#[derive(Default)]
+struct Packed {
+    partitions: Vec<PartitionMessages>,
+}
+
+impl Packed {
+    fn add(&mut self, message: &BorrowedMessage<'_>) {
+        let (topic, partition) = (message.topic(), message.partition());
+        let slot = match self.partitions.iter().position(|p| p.partition() == partition && &**p.topic() == topic) {
+            Some(slot) => slot,
+            None => {
+                self.partitions.push(PartitionMessages::new(Arc::from(topic), partition));
+                self.partitions.len() - 1
+            }
+        };
+        self.partitions[slot].push(message.offset(), message.key(), message.payload().unwrap_or_default());
+    }
 }
 
 /// What the polling thread hands over: the messages of a round, and whether it was cut
 /// because it was full (a backlog) rather than by `max-wait-ms` (caught up). An empty round
 /// says that nothing came for `max-wait-ms` after a full one.
 struct Round {
-    messages: Vec<Polled>,
+    messages: Packed,
     full: bool,
 }
 
@@ -390,28 +403,18 @@ impl KafkaSource {
         &self,
         function: &Arc<Function>,
         lanes: &mut Lanes,
-        round: Vec<Polled>,
+        round: Packed,
         policy: BadLinePolicy,
         dead_letters: Option<&Arc<DeadLetterTopic>>,
     ) -> Result<TopicPartitionList, KafkaError> {
         let mut offsets = lanes.switch_to(function).await?;
-        let mut by_partition: BTreeMap<(String, i32), Vec<Polled>> = BTreeMap::new();
-        for message in round {
-            by_partition.entry((message.topic.clone(), message.partition)).or_default().push(message);
-        }
         let mut batches = JoinSet::new();
-        for ((topic, partition), messages) in by_partition {
-            let (first, last) = (messages[0].offset, messages[messages.len() - 1].offset);
+        for messages in round.partitions {
+            let Some((first, last)) = messages.offsets() else { continue };
+            let (topic, partition) = (messages.topic().to_string(), messages.partition());
             let key = format!("{topic}-p{partition}-o{first}-{last}");
-            let events = messages
-                .into_iter()
-                .map(|m| Message {
-                    body: m.body,
-                    meta: EventMeta::Kafka { topic: m.topic, partition: m.partition, offset: m.offset, key: m.key },
-                })
-                .collect::<Vec<_>>();
-            self.stats.messages.fetch_add(events.len() as u64, Ordering::Relaxed);
-            let batch = Arc::new(Batch::from_messages(TriggerKind::Kafka, events, policy));
+            self.stats.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
+            let batch = Arc::new(Batch::from_partition(messages, policy));
             let lane = lanes.take(function.name(), &topic, partition);
             let (function, retry, stats, dead_letters) = (function.clone(), self.retry, self.stats.clone(), dead_letters.cloned());
             batches.spawn(async move {
@@ -596,6 +599,10 @@ fn store_and_commit(consumer: &GroupConsumer, offsets: &TopicPartitionList, mode
     }
 }
 
+/// How many messages the polling thread takes between looks at the clock and the shutdown
+/// signal: reading both for every message took a tenth of its time.
+const MESSAGES_BETWEEN_CHECKS: u32 = 64;
+
 /// The polling thread: gathers messages into rounds and hands them over, until shutdown;
 /// a partial round is handed over too, so what was taken gets processed before exit.
 fn poll_rounds(
@@ -605,43 +612,45 @@ fn poll_rounds(
     rounds: &mpsc::Sender<Round>,
     in_flight: &InFlight,
 ) {
-    let mut round = Accumulator::new(limits);
+    let mut round = Accumulator::<Packed>::new(limits);
     // When the last message came, and whether an empty round already told the processing
     // side that nothing more came for max-wait-ms (so it rolls what it holds).
     let (mut last_message, mut idle_announced) = (Instant::now(), true);
+    // Messages taken since the last check; a round closes at most this many messages late.
+    let (mut taken, mut check, mut wait) = (0u32, true, Duration::ZERO);
     loop {
-        let stopping = shutdown.is_stopping();
-        let now = Instant::now();
-        let idle = round.is_empty() && !idle_announced && now.duration_since(last_message) >= limits.max_wait;
-        if round.is_due(now) || (stopping && !round.is_empty()) || idle {
-            in_flight.begin();
-            let full = round.is_full();
-            idle_announced |= !full;
-            if rounds.blocking_send(Round { messages: round.take(), full }).is_err() {
-                in_flight.end();
+        if check {
+            let stopping = shutdown.is_stopping();
+            let now = Instant::now();
+            if taken > 0 {
+                (last_message, idle_announced, taken) = (now, false, 0);
+            }
+            let idle = round.is_empty() && !idle_announced && now.duration_since(last_message) >= limits.max_wait;
+            if round.is_due(now) || (stopping && !round.is_empty()) || idle {
+                in_flight.begin();
+                let full = round.is_full();
+                idle_announced |= !full;
+                if rounds.blocking_send(Round { messages: round.take(), full }).is_err() {
+                    in_flight.end();
+                    return;
+                }
+            }
+            if stopping {
                 return;
             }
+            wait = if round.is_empty() && !idle_announced { limits.max_wait.saturating_sub(now.duration_since(last_message)) } else { round.remaining_wait(now) };
         }
-        if stopping {
-            return;
-        }
-        let wait = if round.is_empty() && !idle_announced { limits.max_wait.saturating_sub(now.duration_since(last_message)) } else { round.remaining_wait(now) };
         match consumer.poll(wait.min(SHUTDOWN_CHECK)) {
-            None => {}
             Some(Ok(message)) => {
-                let body = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
-                let bytes = body.len() as u64;
-                let polled = Polled {
-                    topic: message.topic().to_string(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    body,
-                };
-                round.push(polled, bytes);
-                (last_message, idle_announced) = (Instant::now(), false);
+                round.push_with(message.payload_len() as u64, |packed| packed.add(&message));
+                taken += 1;
+                check = taken >= MESSAGES_BETWEEN_CHECKS || round.is_full();
             }
-            Some(Err(error)) => tracing::warn!(%error, "kafka poll error; librdkafka reconnects by itself"),
+            None => check = true,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "kafka poll error; librdkafka reconnects by itself");
+                check = true;
+            }
         }
     }
 }
