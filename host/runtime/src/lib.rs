@@ -29,6 +29,6 @@ pub use error::{InvokeError, LoadError};
 pub use function::{Function, Invocation, WriteMode};
 pub use gpu::FunctionGpu;
 pub use pool::{PoolStats, WARM_IDLE};
-pub use rolling::{BufferedWrite, Lane, RollBounds};
+pub use rolling::{BufferedWrite, Lane, RollBounds, RollRecordError};
 pub use sinks::{DEAD_LETTER_DIR, Sinks, WrittenFile};
 pub use slot::FunctionSlot;

@@ -56,15 +56,18 @@ pub struct WrittenFile {
 
 impl Sinks {
     /// Creates every sink directory under `root` and refuses any that resolves outside it
-    /// (a `..`, an absolute path, or a symlink pointing out). Staging files that a killed
-    /// process left in the sink and dead-letter directories are removed (only names the host
-    /// gives its own staging files, only of processes no longer running).
+    /// (a `..`, an absolute path, or a symlink pointing out). Rolls that a killed process left
+    /// half-linked are finished from their roll records; then staging files that killed
+    /// processes left in the sink and dead-letter directories are removed (only names the
+    /// host gives its own staging files, only of processes no longer running).
     pub fn resolve(root: &Path, specs: &BTreeMap<String, SinkSpec>) -> Result<Sinks, LoadError> {
         let refuse = |name: &str, why: String| LoadError::Sink { name: name.to_string(), why };
         std::fs::create_dir_all(root).map_err(|e| refuse("(data root)", format!("{}: {e}", root.display())))?;
         let root = root
             .canonicalize()
             .map_err(|e| refuse("(data root)", format!("{}: {e}", root.display())))?;
+        // Before any staging file is removed: a roll record may name staged files to link.
+        crate::rolling::finish_interrupted_rolls(&root);
         let mut sinks = BTreeMap::new();
         for (name, spec) in specs {
             check_relative_path(&spec.path).map_err(|why| refuse(name, why))?;
@@ -161,10 +164,20 @@ impl Sinks {
     /// durable before (a crash lost its acknowledgement): the staged copy is dropped and the
     /// file counts as written. A final name holding other bytes is still an error.
     pub fn commit(&self, staged: &[(String, StagedFile)]) -> Result<Vec<WrittenFile>, FrameError> {
+        self.commit_after(staged, || Ok(()))
+    }
+
+    /// [`Sinks::commit`], running `before_link` once the files passed the quota check and
+    /// before any is linked (a lane writes its roll record there); its error commits nothing.
+    pub fn commit_after(
+        &self,
+        staged: &[(String, StagedFile)],
+        before_link: impl FnOnce() -> Result<(), FrameError>,
+    ) -> Result<Vec<WrittenFile>, FrameError> {
         let (replayed, fresh): (Vec<StagedFile>, Vec<StagedFile>) = staged
             .iter()
             .map(|(_, f)| f.clone())
-            .partition(|f| already_durable(f));
+            .partition(already_durable);
         if !replayed.is_empty() {
             tracing::info!(files = replayed.len(), "replayed batch: identical files are already durable");
         }
@@ -173,7 +186,7 @@ impl Sinks {
         if let Some(budget) = &self.budget {
             budget.reserve(fresh_bytes).map_err(|exceeded| FrameError::Limit(exceeded.to_string()))?;
         }
-        if let Err(error) = commit_staged(&fresh) {
+        if let Err(error) = before_link().and_then(|()| commit_staged(&fresh)) {
             if let Some(budget) = &self.budget {
                 budget.release(fresh_bytes);
             }
