@@ -301,6 +301,8 @@ struct Col {
     offsets: Vec<i32>,
     bytes: Vec<u8>,
     nulls: NullBufferBuilder,
+    /// Rows so far: `nulls.len()`, kept here because every line asks each column for it.
+    rows: usize,
     non_null: usize,
     /// False while the column exists only because of rolled-back lines.
     live: bool,
@@ -319,6 +321,7 @@ impl Col {
             offsets: vec![0],
             bytes: Vec::new(),
             nulls: NullBufferBuilder::new(0),
+            rows: 0,
             non_null: 0,
             live: true,
         };
@@ -327,7 +330,7 @@ impl Col {
     }
 
     fn len(&self) -> usize {
-        self.nulls.len()
+        self.rows
     }
 
     fn push_nulls(&mut self, n: usize) {
@@ -336,6 +339,7 @@ impl Col {
         }
         let len = self.len() + n;
         self.nulls.append_n_nulls(n);
+        self.rows = len;
         match self.kind {
             Kind::Null => {}
             Kind::Bool => self.bools.append_n(n, false),
@@ -373,6 +377,7 @@ impl Col {
 
     fn push_valid(&mut self) {
         self.nulls.append_non_null();
+        self.rows += 1;
         self.non_null += 1;
     }
 
@@ -453,6 +458,7 @@ impl Col {
             return;
         }
         self.nulls.truncate(row);
+        self.rows = row;
         self.non_null -= removed_non_null;
         if self.non_null == 0 && self.kind != self.initial {
             self.become_kind(self.initial);
@@ -1101,6 +1107,11 @@ const POW10: [f64; 23] = [
 /// Short decimals take the exact fast path (mantissa < 2^53 and |exponent| <= 22: one correctly
 /// rounded multiplication or division); everything else goes through the standard library parser.
 fn parse_number(b: &[u8], i: usize) -> Result<(Number, usize), String> {
+    parse_short_number(b, i).map_or_else(|| parse_any_number(b, i), Ok)
+}
+
+/// Any JSON number, digit by digit; errors name what is wrong.
+fn parse_any_number(b: &[u8], i: usize) -> Result<(Number, usize), String> {
     let mut j = i;
     let neg = b[j] == b'-';
     if neg {
@@ -1176,6 +1187,83 @@ fn parse_number(b: &[u8], i: usize) -> Result<(Number, usize), String> {
     }
     Ok((Number::Float(text().parse().map_err(|_| err_at("invalid number", i))?), j))
 }
+
+/// How many of the 8 bytes in `word` (little-endian: the first byte lowest) are ASCII digits
+/// before the first one that is not.
+fn leading_digits(word: u64) -> u32 {
+    const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    // Per byte: non-zero unless the high nibble is 3 and the low one at most 9 (adding 6
+    // carries into the high nibble only above 9; a carry out of a byte that is not a digit
+    // only disturbs the bytes after it, which are not counted).
+    let not_digit = ((word & HIGH_NIBBLES) ^ ZEROS) | (((word.wrapping_add(0x0606_0606_0606_0606)) & HIGH_NIBBLES) ^ ZEROS);
+    not_digit.trailing_zeros() / 8
+}
+
+/// The value of the first `n` (1..=8) ASCII digits of `word`, the first byte most significant.
+fn digits_value(word: u64, n: u32) -> u64 {
+    // Shifted so the digits fill the high bytes and the low ones read as leading zeros; then
+    // adjacent digits, pairs and quadruples are combined, three multiplications in all.
+    let mut v = (word.wrapping_sub(0x3030_3030_3030_3030)) << (8 * (8 - n));
+    v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    (v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF
+}
+
+/// Reads the 8 bytes at `at`, if there are that many.
+fn word_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().expect("8 bytes")))
+}
+
+/// The common numbers, 8 digits at a time: an optional minus, 1 to 15 integer digits without
+/// a leading zero, an optional fraction of 1 to 8 digits, no exponent, at most 15 digits in
+/// all (so the mantissa is exact in an f64 and the quotient below correctly rounded). Anything
+/// else, and numbers too close to the end of the input to read 8 bytes, gives `None` and is
+/// left to the general parser, which also names the errors.
+fn parse_short_number(b: &[u8], i: usize) -> Option<(Number, usize)> {
+    let neg = b[i] == b'-';
+    let start = i + neg as usize;
+    let word = word_at(b, start)?;
+    let mut int_digits = leading_digits(word);
+    if int_digits == 0 || (b[start] == b'0' && int_digits > 1) {
+        return None;
+    }
+    let mut int = digits_value(word, int_digits);
+    if int_digits == 8 {
+        let more = leading_digits(word_at(b, start + 8)?);
+        if more == 8 {
+            return None;
+        }
+        if more > 0 {
+            int = int * POW10_INT[more as usize] + digits_value(word_at(b, start + 8)?, more);
+        }
+        int_digits += more;
+    }
+    let mut j = start + int_digits as usize;
+    if b.get(j) != Some(&b'.') {
+        if matches!(b.get(j), Some(b'e' | b'E')) {
+            return None;
+        }
+        let v = int as i64;
+        return Some((Number::Int(if neg { -v } else { v }), j));
+    }
+    let word = word_at(b, j + 1)?;
+    let frac_digits = leading_digits(word);
+    if frac_digits == 0 || frac_digits == 8 || int_digits + frac_digits > 15 {
+        return None;
+    }
+    j += 1 + frac_digits as usize;
+    if matches!(b.get(j), Some(b'e' | b'E')) {
+        return None;
+    }
+    // Below 10^15, so the signed conversion (one instruction, unlike the unsigned one) is exact.
+    let mantissa = (int * POW10_INT[frac_digits as usize] + digits_value(word, frac_digits)) as i64 as f64;
+    let v = mantissa / POW10[frac_digits as usize];
+    Some((Number::Float(if neg { -v } else { v }), j))
+}
+
+/// Powers of ten as integers, for joining the digit groups of [`parse_short_number`].
+const POW10_INT: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
 
 #[cfg(test)]
 mod tests {
@@ -1257,6 +1345,28 @@ mod tests {
         assert_eq!(f.column("key").unwrap(), vec![Scalar::Int(1)]);
         assert!(err(r#"{"s":"\ud83d"}"#).contains("unpaired surrogate"));
         assert!(err(r#"{"s":"\x"}"#).contains("invalid escape `\\x` at column 7"));
+    }
+
+    #[test]
+    fn short_numbers_parse_as_the_general_parser_does() {
+        let padded = |text: &str| format!("{text},\"pad\":0}}");
+        let cases = [
+            "0", "7", "-7", "42", "12345678", "123456789", "1704067200000", "999999999999999", "-999999999999999",
+            "9999999999999999", "77.637", "-0.5", "0.00412", "1142.666", "0.1", "1.2345678", "1.23456789",
+            "1234567.12345678", "12345678.1234567", "0.0", "-0.0", "3.", "01", "-", "1e5", "1.5E-3", "2.5e", "00.1",
+        ];
+        for text in cases {
+            let input = padded(text);
+            let b = input.as_bytes();
+            let general = parse_any_number(b, 0);
+            if let Some(short) = parse_short_number(b, 0) {
+                assert_eq!(Ok(&short), general.as_ref(), "{text}");
+                assert!(matches!(short.0, Number::Float(v) if v.is_sign_negative() == text.starts_with('-')) || matches!(short.0, Number::Int(_)), "{text}");
+            }
+            assert_eq!(parse_number(b, 0), general, "{text}");
+        }
+        assert!(parse_short_number(b"77.637,\"a\":1}", 0).is_some(), "the fast path takes the usual numbers");
+        assert!(parse_short_number(b"1.5", 0).is_none(), "fewer than 8 bytes left: the general parser");
     }
 
     #[test]
