@@ -41,10 +41,11 @@ type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 /// A named run of JSON-lines bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct JsonSource<'a> {
-    /// File path or stream position (e.g. `kafka topic/3@17`), used in error messages.
+    /// File path or stream (e.g. `kafka:topic/3`), used in error messages.
     pub name: &'a str,
     pub data: &'a [u8],
-    /// 1-based line number of the first line of `data` within `name`.
+    /// The number errors give the first line of `data`: 1-based within a file; for Kafka,
+    /// the first message's offset (each message is one line).
     pub first_line: u64,
 }
 
