@@ -72,6 +72,17 @@ impl Broker {
         *self = restarted;
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is answered, so a
+    /// client's commits hang while it works through what it already fetched.
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
+    }
+
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

@@ -321,7 +321,9 @@ pub enum RollRecordError {
 /// [{"staged": <path>, "final": <path>}, …]}`, paths relative to the data root. It is written
 /// before the roll's files are linked and replaced by the next roll; positions before `next`
 /// are durable once its files are linked (batches between rolls that wrote no rows are not
-/// recorded; they are read again after a crash and write nothing).
+/// recorded; they are read again after a crash and write nothing). Staged files are fsynced
+/// but their directory entries are not before the record: after a power loss (not a killed
+/// process) a record may name a staged file that is gone, and is then refused as incomplete.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RollRecord {
     pub(crate) next: i64,

@@ -10,18 +10,28 @@
 //! revocation the polling thread waits until every round it handed out is settled and every
 //! lane rolled, so librdkafka commits them before the partitions move; shutdown rolls too.
 //!
-//! After a crash the partitions are read again from the last commit: at most the rows of one
-//! roll per partition (rolled, but its commit not yet at the broker) land twice, in files of
-//! other names or, when the batches are cut the same way, as identical files found durable.
+//! The roll, not the commit, is the commit point: each roll first writes its lane's roll
+//! record (the offset after its last batch; see [`Lane::recover`]) under the function's data
+//! root. When partitions are assigned, each resumes at the later of its committed offset and
+//! its recorded one, after the links a crash interrupted are finished. So a `kill -9` between
+//! a roll and its commit reaching the broker reads nothing twice that is durable in Parquet:
+//! with the same data directory (or one shared by the members of the group) a crash writes
+//! no duplicate row. What is read again are batches after the last roll (never visible) and
+//! batches that wrote no rows. A record that cannot be used (unreadable, corrupt, naming a
+//! file that is gone) is logged and the partition resumes from its committed offset: at most
+//! one roll per partition is then read twice, in files of other names or, when the batches
+//! are cut the same way, as identical files found durable.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
 use sluice_frame::FrameError;
@@ -215,13 +225,20 @@ impl InFlight {
     }
 }
 
-/// Holds revocations until in-flight rounds are settled and their offsets stored.
+/// Holds revocations until in-flight rounds are settled and their offsets stored, and starts
+/// assigned partitions where their lanes' roll records say.
 struct GroupContext {
     function: String,
     /// The function's tenant (empty outside the control plane), a label of the lag metric.
     tenant: String,
     in_flight: Arc<InFlight>,
+    /// Whose sinks hold the roll records (the version current at the rebalance).
+    slot: Arc<FunctionSlot>,
 }
+
+/// How long an assignment waits for the group's committed offsets before it resumes from the
+/// roll records alone.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ClientContext for GroupContext {
     /// librdkafka's periodic statistics: the consumer lag of every assigned partition.
@@ -244,18 +261,87 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(partitions) => {
+    /// rdkafka's own strategy (assign, or unassign on a revocation or an error) with two
+    /// additions: a revocation first waits for every in-flight round to settle and every lane
+    /// to roll, and an assignment starts each partition past what its roll record made durable.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, error: RDKafkaRespErr, partitions: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!(function = %self.function, partitions = %partition_names(partitions), "partitions assigned");
+                let resumed = self.resume_from_roll_records(consumer, partitions);
+                let assigned = if cooperative { consumer.incremental_assign(partitions) } else { consumer.assign(partitions) };
+                if assigned.is_ok() && resumed.count() > 0 {
+                    // The group's commit catches up with what is durable (and the lag shows it).
+                    store_and_commit(consumer, &resumed, CommitMode::Async);
+                }
+                assigned
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(function = %self.function, partitions = partitions.count(), "partitions revoked: settling in-flight batches and rolling their files");
                 self.in_flight.settle_and_roll();
+                if cooperative { consumer.incremental_unassign(partitions) } else { consumer.unassign() }
             }
-            Rebalance::Assign(partitions) => {
-                tracing::info!(function = %self.function, partitions = partitions.count(), "partitions assigned");
+            other => {
+                tracing::warn!(function = %self.function, error = %RDKafkaErrorCode::from(other), "rebalance error");
+                consumer.unassign()
             }
-            Rebalance::Error(error) => tracing::warn!(function = %self.function, %error, "rebalance error"),
+        };
+        if let Err(error) = result {
+            tracing::warn!(function = %self.function, %error, "applying a rebalance failed");
         }
     }
+}
+
+impl GroupContext {
+    /// Sets the start of each assigned partition whose roll record is ahead of its committed
+    /// offset to the recorded offset (finishing the record's links first); returns those
+    /// partitions with their new start. The others start at their committed offset as usual.
+    fn resume_from_roll_records(&self, consumer: &GroupConsumer, partitions: &mut TopicPartitionList) -> TopicPartitionList {
+        let function = self.slot.current();
+        let mut recorded = Vec::new();
+        for element in partitions.elements() {
+            let (topic, partition) = (element.topic().to_string(), element.partition());
+            match Lane::recover(function.sinks(), function.name(), &lane_name(&topic, partition)) {
+                Ok(Some(next)) => recorded.push((topic, partition, next)),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(function = %self.function, %topic, partition, %error, "roll record unusable: the partition resumes from its committed offset"),
+            }
+        }
+        let mut resumed = TopicPartitionList::new();
+        if recorded.is_empty() {
+            return resumed;
+        }
+        let committed = match consumer.committed_offsets(partitions.clone(), COMMITTED_TIMEOUT) {
+            Ok(committed) => Some(committed),
+            Err(error) => {
+                tracing::warn!(function = %self.function, %error, "committed offsets unknown: partitions with a roll record resume from it");
+                None
+            }
+        };
+        for (topic, partition, next) in recorded {
+            let committed = committed.as_ref().and_then(|c| c.find_partition(&topic, partition)).and_then(|e| match e.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            });
+            if committed.is_some_and(|committed| committed >= next) {
+                tracing::info!(function = %self.function, %topic, partition, offset = committed, recorded = next, "partition resumes from its committed offset");
+                continue;
+            }
+            tracing::info!(function = %self.function, %topic, partition, offset = next, ?committed, "partition resumes from its roll record: the rows before it are durable in Parquet");
+            if let Err(error) = partitions.set_partition_offset(&topic, partition, Offset::Offset(next)) {
+                tracing::warn!(function = %self.function, %topic, partition, %error, "cannot start the partition at its roll record");
+                continue;
+            }
+            add_offset(&mut resumed, &topic, partition, next);
+        }
+        resumed
+    }
+}
+
+/// `topic/partition,…` of every partition in `partitions`, for the log.
+fn partition_names(partitions: &TopicPartitionList) -> String {
+    partitions.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>().join(",")
 }
 
 type GroupConsumer = BaseConsumer<GroupContext>;
@@ -280,8 +366,7 @@ impl KafkaSource {
             None => None,
         };
         let in_flight = Arc::new(InFlight::default());
-        let tenant = function.current().deployment().tenant.clone();
-        let consumer = Arc::new(self.consumer(&name, tenant, in_flight.clone())?);
+        let consumer = Arc::new(self.consumer(&function, in_flight.clone())?);
         let topics: Vec<&str> = self.spec.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|source| KafkaError::Subscribe {
             function: name.clone(),
@@ -363,7 +448,9 @@ impl KafkaSource {
         }
     }
 
-    fn consumer(&self, function: &str, tenant: String, in_flight: Arc<InFlight>) -> Result<GroupConsumer, KafkaError> {
+    fn consumer(&self, slot: &Arc<FunctionSlot>, in_flight: Arc<InFlight>) -> Result<GroupConsumer, KafkaError> {
+        let function = slot.name();
+        let tenant = slot.current().deployment().tenant.clone();
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.spec.brokers)
@@ -388,7 +475,7 @@ impl KafkaSource {
             config.set(key, value);
         }
         config
-            .create_with_context(GroupContext { function: function.to_string(), tenant, in_flight })
+            .create_with_context(GroupContext { function: function.to_string(), tenant, in_flight, slot: slot.clone() })
             .map_err(|source| KafkaError::Create {
                 function: function.to_string(),
                 brokers: self.spec.brokers.clone(),
@@ -513,6 +600,11 @@ impl PartitionLane {
     }
 }
 
+/// The lane of a partition: its files are named and its roll record is kept by this name.
+fn lane_name(topic: &str, partition: i32) -> String {
+    format!("{topic}-p{partition}")
+}
+
 /// The lanes of every partition this member has read, and the function version that writes them.
 #[derive(Default)]
 struct Lanes {
@@ -523,7 +615,7 @@ struct Lanes {
 impl Lanes {
     fn take(&mut self, function: &str, topic: &str, partition: i32) -> PartitionLane {
         self.by_partition.remove(&(topic.to_string(), partition)).unwrap_or_else(|| PartitionLane {
-            lane: Lane::new(function, &format!("{topic}-p{partition}")),
+            lane: Lane::new(function, &lane_name(topic, partition)),
             topic: topic.to_string(),
             partition,
             next_offset: None,
