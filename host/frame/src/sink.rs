@@ -9,15 +9,18 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
+use parquet::errors::ParquetError;
 use parquet::file::writer::SerializedFileWriter;
 use rayon::prelude::*;
-use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::basic::{Compression as ParquetCompression, Encoding, PageType, ZstdLevel};
+use parquet::file::metadata::ColumnChunkMetaData;
+use parquet::schema::types::ColumnPath;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::FrameError;
@@ -163,60 +166,170 @@ pub fn write_staged(frame: &Frame, dir: &Path, file_stem: &str, config: &SinkCon
 fn write_parallel(file: File, batch: &RecordBatch, props: &WriterProperties, row_group_rows: usize) -> Result<File, FrameError> {
     let mut out = ParallelWriter::new(file, batch.schema(), props)?;
     out.write(batch, row_group_rows)?;
-    Ok(out.writer.into_inner()?)
+    out.into_file()
 }
 
-/// A Parquet file writer that encodes the column chunks of a row group in parallel.
+/// The column chunks of a batch's row groups, in order, or why encoding them failed.
+type EncodedGroups = Result<Vec<Vec<ArrowColumnChunk>>, FrameError>;
+
+/// A Parquet file writer that encodes the column chunks of a row group in parallel, on the
+/// engine's rayon pool (so `--threads` bounds it too).
+///
+/// [`ParallelWriter::start`] returns while the batch is still being encoded, so the caller can
+/// produce the next batch meanwhile: a streaming scan parses its next wave while this one is
+/// encoded, and neither phase's serial tail (concatenating a wave, the largest column's
+/// chunk) leaves a core idle. At most one batch is in flight; the next call waits for it.
+///
+/// A column whose dictionary outgrew its page limit in a row group (ids, timestamps, URLs: the
+/// writer then falls back to plain pages) is written without dictionary from then on: hashing
+/// every value into a dictionary that is abandoned costs time and makes the chunk larger.
 struct ParallelWriter {
     writer: SerializedFileWriter<File>,
+    /// The file's properties with the dictionary choices learned so far.
+    props: WriterProperties,
     factory: ArrowRowGroupWriterFactory,
     schema: arrow::datatypes::SchemaRef,
+    /// Row groups handed to the encoder so far, appended or in flight.
     row_groups: usize,
+    in_flight: Option<mpsc::Receiver<EncodedGroups>>,
 }
 
 impl ParallelWriter {
     fn new(file: File, schema: arrow::datatypes::SchemaRef, props: &WriterProperties) -> Result<ParallelWriter, FrameError> {
         let mut props = props.clone();
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
-        let props = Arc::new(props);
         let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(props.coerce_types()).convert(&schema)?;
-        let writer = SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), props)?;
+        let writer = SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), Arc::new(props.clone()))?;
         let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
-        Ok(ParallelWriter { writer, factory, schema, row_groups: 0 })
+        Ok(ParallelWriter { writer, props, factory, schema, row_groups: 0, in_flight: None })
     }
 
-    /// Appends `batch` (of this file's schema) as row groups of at most `row_group_rows` rows.
+    /// Appends `batch` (of this file's schema) as row groups of at most `row_group_rows` rows,
+    /// encoded before it returns.
     fn write(&mut self, batch: &RecordBatch, row_group_rows: usize) -> Result<(), FrameError> {
-        for offset in (0..batch.num_rows()).step_by(row_group_rows) {
+        self.start(batch, row_group_rows)?;
+        self.wait()
+    }
+
+    /// Starts encoding `batch` as row groups of at most `row_group_rows` rows, after appending
+    /// the batch still in flight; errors of this batch surface at the next call or [`Self::wait`].
+    /// On a rayon worker (a caller already inside the pool) it encodes before returning, as
+    /// waiting there for a task queued on the same pool could wait forever.
+    fn start(&mut self, batch: &RecordBatch, row_group_rows: usize) -> Result<(), FrameError> {
+        self.wait()?;
+        let mut jobs = Vec::new();
+        for (n, offset) in (0..batch.num_rows()).step_by(row_group_rows).enumerate() {
             let group = batch.slice(offset, row_group_rows.min(batch.num_rows() - offset));
             let mut leaves = Vec::new();
             for (field, column) in self.schema.fields().iter().zip(group.columns()) {
                 leaves.extend(compute_leaves(field, column)?);
             }
-            let chunks: Vec<ArrowColumnChunk> = self
-                .factory
-                .create_column_writers(self.row_groups)?
-                .into_par_iter()
-                .zip(leaves)
-                .map(|(mut column_writer, leaf)| {
-                    column_writer.write(&leaf)?;
-                    column_writer.close()
-                })
-                .collect::<Result<_, _>>()?;
+            let writers = self.factory.create_column_writers(self.row_groups + n)?;
+            jobs.extend(writers.into_iter().zip(leaves).map(|(writer, leaf)| (n, writer, leaf)));
+        }
+        let groups = batch.num_rows().div_ceil(row_group_rows);
+        self.row_groups += groups;
+        if rayon::current_thread_index().is_some() {
+            let encoded = encode_groups(jobs, groups);
+            return self.append(encoded);
+        }
+        let (done, receiver) = mpsc::sync_channel(1);
+        rayon::spawn(move || {
+            // The receiver is gone only when the writer was dropped (a discarded file).
+            let _ = done.send(encode_groups(jobs, groups));
+        });
+        self.in_flight = Some(receiver);
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, if any, and appends its row groups to the file.
+    fn wait(&mut self) -> Result<(), FrameError> {
+        let Some(receiver) = self.in_flight.take() else { return Ok(()) };
+        let encoded = receiver
+            .recv()
+            .unwrap_or_else(|_| Err(ParquetError::General("the Parquet encoding task ended without a result".into()).into()));
+        self.append(encoded)
+    }
+
+    fn append(&mut self, encoded: EncodedGroups) -> Result<(), FrameError> {
+        let mut fell_back = Vec::new();
+        for chunks in encoded? {
             let mut row_group = self.writer.next_row_group()?;
             for chunk in chunks {
+                if dictionary_fell_back(&chunk.close().metadata) {
+                    fell_back.push(chunk.close().metadata.column_path().clone());
+                }
                 chunk.append_to_row_group(&mut row_group)?;
             }
             row_group.close()?;
-            self.row_groups += 1;
+        }
+        if !fell_back.is_empty() {
+            self.disable_dictionary(fell_back)?;
         }
         Ok(())
     }
+
+    /// Writes the columns `paths` without dictionary in the row groups still to come.
+    ///
+    /// The column writers take their properties from a file writer, so the new ones come from
+    /// a writer over `io::sink()` that holds the updated properties; its chunks are appended
+    /// to this file like any other (chunk properties live in each chunk's own metadata).
+    fn disable_dictionary(&mut self, paths: Vec<ColumnPath>) -> Result<(), FrameError> {
+        tracing::debug!(columns = ?paths, "dictionary fell back to plain; writing these columns without dictionary");
+        let mut builder = self.props.clone().into_builder();
+        for path in paths {
+            builder = builder.set_column_dictionary_enabled(path, false);
+        }
+        self.props = builder.build();
+        let template = SerializedFileWriter::new(std::io::sink(), self.writer.schema_descr().root_schema_ptr(), Arc::new(self.props.clone()))?;
+        self.factory = ArrowRowGroupWriterFactory::new(&template, self.schema.clone());
+        Ok(())
+    }
+
+    /// Appends what is in flight, writes the footer and hands back the file.
+    fn into_file(mut self) -> Result<File, FrameError> {
+        self.wait()?;
+        Ok(self.writer.into_inner()?)
+    }
+}
+
+/// Whether a chunk's dictionary outgrew its page limit, so that its later data pages were
+/// written plain.
+fn dictionary_fell_back(chunk: &ColumnChunkMetaData) -> bool {
+    let is_dictionary = |encoding| matches!(encoding, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY);
+    if chunk.dictionary_page_offset().is_none() {
+        return false;
+    }
+    match (chunk.page_encoding_stats(), chunk.page_encoding_stats_mask()) {
+        (Some(pages), _) => pages
+            .iter()
+            .any(|p| matches!(p.page_type, PageType::DATA_PAGE | PageType::DATA_PAGE_V2) && !is_dictionary(p.encoding)),
+        (None, Some(mask)) => !(mask.is_only(Encoding::PLAIN_DICTIONARY) || mask.is_only(Encoding::RLE_DICTIONARY)),
+        (None, None) => false,
+    }
+}
+
+/// Encodes every (row group, column) pair of a batch in parallel; the chunks come back grouped
+/// by row group, each group's columns in schema order.
+fn encode_groups(jobs: Vec<(usize, ArrowColumnWriter, ArrowLeafColumn)>, groups: usize) -> EncodedGroups {
+    let encoded: Vec<(usize, ArrowColumnChunk)> = jobs
+        .into_par_iter()
+        .map(|(group, mut writer, leaf)| {
+            writer.write(&leaf)?;
+            Ok((group, writer.close()?))
+        })
+        .collect::<Result<_, FrameError>>()?;
+    let mut by_group: Vec<Vec<ArrowColumnChunk>> = (0..groups).map(|_| Vec::new()).collect();
+    for (group, chunk) in encoded {
+        by_group[group].push(chunk);
+    }
+    Ok(by_group)
 }
 
 /// Writes batches that arrive one after another (a streaming plan's output) as staged Parquet
-/// files, never holding more than one batch: each batch becomes one or more row groups, and a
-/// new file starts at `max_rows_per_file`. Files are named as by [`write_staged`].
+/// files, holding at most one batch besides the caller's: each batch becomes one or more row
+/// groups, encoded while the caller produces the next one, and a new file starts at
+/// `max_rows_per_file`. Files are named as by [`write_staged`].
 pub struct StagedStream {
     dir: PathBuf,
     file_stem: String,
@@ -249,7 +362,7 @@ impl StagedStream {
             let (writer, staged) = self.open.as_mut().expect("opened above");
             let room = self.config.max_rows_per_file.map_or(usize::MAX, |max| max - staged.rows as usize);
             let part = batch.slice(offset, room.min(batch.num_rows() - offset));
-            writer.write(&part, self.config.row_group_rows)?;
+            writer.start(&part, self.config.row_group_rows)?;
             staged.rows += part.num_rows() as u64;
             offset += part.num_rows();
             if Some(staged.rows as usize) == self.config.max_rows_per_file {
@@ -261,7 +374,7 @@ impl StagedStream {
 
     fn close_open(&mut self) -> Result<(), FrameError> {
         if let Some((writer, mut staged)) = self.open.take() {
-            let file = writer.writer.into_inner()?;
+            let file = writer.into_file()?;
             file.sync_all().map_err(|e| FrameError::io("fsync", &staged.temp_path, e))?;
             staged.bytes = file.metadata().map_err(|e| FrameError::io("stat", &staged.temp_path, e))?.len();
             self.staged.push(staged);
@@ -452,7 +565,7 @@ impl RollingFile {
         let encoded = self.encode_pending();
         let RollingFile { writer, temp_path, rows, .. } = self;
         let result = encoded.and_then(|()| {
-            let file = writer.writer.into_inner()?;
+            let file = writer.into_file()?;
             file.sync_all().map_err(|e| FrameError::io("fsync", &temp_path, e))?;
             Ok(file.metadata().map_err(|e| FrameError::io("stat", &temp_path, e))?.len())
         });
@@ -604,6 +717,48 @@ mod tests {
         let dropped = RollingFile::create(dir.path(), "gone.parquet", f.record_batch().unwrap().schema(), &config).unwrap();
         dropped.discard();
         assert!(!staging_path(dir.path(), "gone.parquet").exists());
+    }
+
+    #[test]
+    fn a_column_whose_dictionary_falls_back_is_written_plain_in_later_row_groups() {
+        let rows = 3000;
+        let batch = RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("user-{i:06}")))) as ArrayRef),
+            ("country", Arc::new(StringArray::from_iter_values((0..rows).map(|i| ["DE", "FR", "JP"][i % 3]))) as ArrayRef),
+        ])
+        .unwrap();
+        // A 2 KiB dictionary holds the three countries but not a thousand ids.
+        let props = WriterProperties::builder().set_dictionary_page_size_limit(2048).build();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut writer = ParallelWriter::new(file.reopen().unwrap(), batch.schema(), &props).unwrap();
+        for offset in (0..rows).step_by(1000) {
+            writer.start(&batch.slice(offset, 1000), 1000).unwrap();
+        }
+        writer.into_file().unwrap();
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file.reopen().unwrap()).unwrap();
+        let has_dictionary = |group: usize, column: usize| reader.metadata().row_group(group).column(column).dictionary_page_offset().is_some();
+        assert!(dictionary_fell_back(reader.metadata().row_group(0).column(0)), "the first group tries a dictionary for the ids");
+        assert!(!has_dictionary(1, 0) && !has_dictionary(2, 0), "later groups write the ids plain");
+        assert!((0..3).all(|group| has_dictionary(group, 1) && !dictionary_fell_back(reader.metadata().row_group(group).column(1))));
+        assert_eq!(read(file.path()), batch);
+    }
+
+    #[test]
+    fn a_stream_pushed_from_inside_the_engine_pool_encodes_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = frame(2500);
+        let config = SinkConfig { row_group_rows: 400, ..Default::default() };
+        // One worker: waiting there for an encoding task queued behind the caller would hang.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let staged = pool.install(|| {
+            let mut stream = StagedStream::new(dir.path(), "p", &config).unwrap();
+            for offset in (0..2500).step_by(500) {
+                stream.push(&f.record_batch().unwrap().slice(offset, 500)).unwrap();
+            }
+            stream.finish().unwrap()
+        });
+        assert_eq!(&read(&staged[0].temp_path), f.record_batch().unwrap());
     }
 
     #[test]
