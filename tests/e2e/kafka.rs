@@ -168,7 +168,7 @@ fn kill_9_mid_stream_loses_nothing_and_writes_no_row_twice() {
     // directory nothing visible in Parquet is read again. What is read again (the batches
     // after the last roll) was never visible. Zero is the design's bound for a killed process
     // (a power loss can also lose a staged file's directory entry: the record is then
-    // unusable and the partition resumes from its commit, one roll at most read twice).
+    // unusable and the partition resumes from its commit, re-reading what rolled since).
     assert_eq!(duplicates, 0, "{duplicates} duplicate rows after {crashes} crashes (at most one batch per partition per crash would be {})", crashes * PARTITIONS as usize * MAX_EVENTS);
 }
 
@@ -249,11 +249,12 @@ fn a_broker_restart_mid_stream_loses_nothing_and_the_host_reconnects_by_itself()
     assert_eq!(seen.len(), N as usize);
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     eprintln!("{duplicates} duplicates after one broker restart");
-    // The host did not crash. A rebalance the restart causes resumes every partition after
-    // its roll record, so it reads nothing durable again; but librdkafka may also move a
-    // fetch position back by itself, without a rebalance, and the record is only consulted
-    // at an assignment: then a commit the restart lost (at most the last roll of each
-    // partition: roll-rows plus the batch that crossed it) is read again once.
+    // The host did not crash: it keeps its fetch positions, commits what it stored once the
+    // broker is back, and a rebalance the restart causes resumes every partition after its
+    // roll record, so by design no row lands twice. The records are consulted only at an
+    // assignment, though, so a fetch position librdkafka moved back by itself would re-read
+    // what was rolled after the last commit; this bound (one roll per partition: roll-rows
+    // plus the batch that crossed it) is what was measured before the records, not derived.
     let bound = PARTITIONS as usize * (ROLL_ROWS + 200);
     assert!(duplicates <= bound, "{duplicates} duplicates after one broker restart (bound {bound})");
 }
@@ -319,7 +320,7 @@ fn two_serve_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
     eprintln!("{duplicates} duplicates after one kill; the survivor resumed {resumed} partitions from a roll record ahead of their commit");
     // The survivor starts each of the killed process's partitions at the later of its commit
     // and its roll record, after which nothing is visible: no row lands twice (with separate
-    // data directories it would be up to one roll per partition).
+    // data directories it would re-read what the killed process rolled after its last commit).
     assert_eq!(duplicates, 0, "{duplicates} duplicate rows after one kill");
 }
 

@@ -18,9 +18,10 @@
 //! with the same data directory (or one shared by the members of the group) a crash writes
 //! no duplicate row. What is read again are batches after the last roll (never visible) and
 //! batches that wrote no rows. A record that cannot be used (unreadable, corrupt, naming a
-//! file that is gone) is logged and the partition resumes from its committed offset: at most
-//! one roll per partition is then read twice, in files of other names or, when the batches
-//! are cut the same way, as identical files found durable.
+//! file that is gone) is logged and the partition resumes from its committed offset: what was
+//! rolled after the last commit that reached the broker (one roll per partition while the
+//! broker answers) is then read twice, in files of other names or, when the batches are cut
+//! the same way, as identical files found durable.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
