@@ -34,6 +34,9 @@ TOP_BY = "cpu_utilization_mean"
 REL_TOLERANCE = 1e-6
 WARMUP_LINES = 20_000
 PEERS = ["polars", "duckdb", "pandas"]
+# sluice with its engine pool held to one thread: the scaling row (issue 3 asks for >= 1.8x from
+# 1 to 2 threads). Runs whenever sluice does.
+SLUICE_ONE_THREAD = "sluice --threads 1"
 
 
 @dataclass
@@ -85,7 +88,7 @@ def run_measured(command, log_prefix: Path) -> Run:
 
 
 def engine_command(engine, args, input_path, out_dir):
-    if engine == "sluice":
+    if engine in ("sluice", SLUICE_ONE_THREAD):
         return [
             str(args.sluice),
             "run",
@@ -94,6 +97,7 @@ def engine_command(engine, args, input_path, out_dir):
             str(input_path),
             "--data-dir",
             str(out_dir),
+            *(["--threads", "1"] if engine == SLUICE_ONE_THREAD else []),
         ]
     return [
         sys.executable,
@@ -289,6 +293,7 @@ def machine_summary(args):
         f"{platform.system()} {platform.release()}",
         f"- sluice: {sluice_version}, commit {commit}",
         f"- peers: Python {platform.python_version()}, {', '.join(versions)}",
+        "- load average (1/5/15 min) when the runs ended: " + " / ".join(f"{load:.1f}" for load in os.getloadavg()),
     ]
 
 
@@ -308,6 +313,13 @@ def ratio_text(seconds, baseline):
         return "–"
     ratio = seconds / baseline
     return f"{ratio:.2f}×"
+
+
+def scaling_line(all_threads_seconds, one_thread_seconds, megabytes):
+    """The thread-scaling sentence under a table: MB/s on one thread and on all, and the speedup."""
+    return (f"Threads: sluice on {os.cpu_count()} threads {megabytes / all_threads_seconds:,.0f} MB/s, "
+            f"on 1 thread {megabytes / one_thread_seconds:,.0f} MB/s: "
+            f"**{one_thread_seconds / all_threads_seconds:.2f}×** from 1 to {os.cpu_count()} threads.")
 
 
 def render(args, results, input_path, input_bytes, input_rows, reference):
@@ -359,6 +371,9 @@ def render(args, results, input_path, input_bytes, input_rows, reference):
             f"| {ratio_text(best.seconds, baseline)} | {in_process} | {runs} | {answer} |"
         )
     lines.append("")
+    one_thread = next((r for r in results if r.name == SLUICE_ONE_THREAD and r.best), None)
+    if sluice and one_thread:
+        lines += [scaling_line(sluice.best.seconds, one_thread.best.seconds, input_bytes / 1e6), ""]
     if reference and reference.top10:
         lines += [f"Top 10 by mean CPU ({reference.name}):", "", "| # | company | mean CPU |",
                   "|---:|---|---:|"]
@@ -387,6 +402,8 @@ def main():
     parser.add_argument("--sluice", type=Path, default=REPO / "target" / "release" / "sluice")
     parser.add_argument("--function", type=Path, default=Path("functions/log-aggregator"))
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--no-threads-row", action="store_true",
+                        help="leave out the sluice --threads 1 run")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the untimed run of each engine on a small sample")
     args = parser.parse_args()
@@ -395,6 +412,8 @@ def main():
     unknown = [e for e in engines if e not in ["sluice", *PEERS]]
     if unknown:
         parser.error(f"unknown engine(s) {unknown}")
+    if "sluice" in engines and not args.no_threads_row:
+        engines.insert(engines.index("sluice") + 1, SLUICE_ONE_THREAD)
     input_path = args.input.resolve()
     if not input_path.is_file():
         parser.error(f"input {input_path} does not exist")

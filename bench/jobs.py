@@ -9,19 +9,20 @@ see bench/README.md.
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
-from harness import REPO, run_measured
+from harness import REPO, SLUICE_ONE_THREAD, run_measured, scaling_line
 
 PEER_SCRIPT = REPO / "bench" / "peers" / "access_jobs.py"
 FUNCTIONS = {"convert": "functions/access-convert", "errors": "functions/access-errors"}
 PEERS = ["polars", "duckdb"]
 
 
-def command(engine, job, args, out_dir, threads=None):
-    if engine == "sluice":
-        extra = ["--threads", str(threads)] if threads else []
+def command(engine, job, args, out_dir):
+    if engine in ("sluice", SLUICE_ONE_THREAD):
+        extra = ["--threads", "1"] if engine == SLUICE_ONE_THREAD else []
         return [str(args.sluice), "run", FUNCTIONS[job], "--input", str(args.input), "--data-dir", str(out_dir), *extra]
     return [sys.executable, str(PEER_SCRIPT), "--engine", engine, "--job", job, "--input", str(args.input), "--out", str(out_dir)]
 
@@ -74,33 +75,49 @@ def main():
     parser.add_argument("--sluice", type=Path, default=REPO / "target" / "release" / "sluice")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
+    parser.add_argument("--jobs", default=",".join(FUNCTIONS), help=f"comma-separated, from {','.join(FUNCTIONS)}")
+    parser.add_argument("--engines", default="sluice,polars,duckdb", help="comma-separated, from sluice,polars,duckdb")
+    parser.add_argument("--no-threads-row", action="store_true", help="leave out the sluice --threads 1 runs")
     args = parser.parse_args()
+    jobs = [j for j in args.jobs.split(",") if j]
+    engines = [e for e in args.engines.split(",") if e]
+    if unknown := [j for j in jobs if j not in FUNCTIONS] + [e for e in engines if e not in ["sluice", *PEERS]]:
+        parser.error(f"unknown job(s) or engine(s) {unknown}")
+    if "sluice" in engines and not args.no_threads_row:
+        engines.insert(engines.index("sluice") + 1, SLUICE_ONE_THREAD)
     # Engines run with the repository as working directory.
     args.input, args.sluice, args.work = args.input.resolve(), args.sluice.resolve(), args.work.resolve()
     megabytes = args.input.stat().st_size / 1e6
     failed = False
     lines = ["| job | engine | best s | MB/s | vs fastest peer | peak RSS MiB | rows out |", "|---|---|---|---|---|---|---|"]
+    scaling = []
     measured = {}
-    for job in FUNCTIONS:
-        for engine in ["sluice", *PEERS]:
-            for attempt in range(args.repeat):
-                out_dir = args.work / f"{job}-{engine}-{attempt}"
+    load_before = os.getloadavg()[0]
+    for job in jobs:
+        # Round-robin, so drifting load (other work on a shared machine) spreads over every engine.
+        broken = set()
+        for attempt in range(args.repeat):
+            for engine in engines:
+                if engine in broken:
+                    continue
+                out_dir = args.work / f"{job}-{engine.replace(' ', '')}-{attempt}"
                 if out_dir.exists():
                     for p in sorted(out_dir.rglob("*"), reverse=True):
                         p.unlink() if p.is_file() else p.rmdir()
                 out_dir.mkdir(parents=True, exist_ok=True)
-                run = run_measured(command(engine, job, args, out_dir), args.work / f"{job}-{engine}-{attempt}")
+                run = run_measured(command(engine, job, args, out_dir), out_dir)
                 if run.exit_code != 0:
                     print(f"{engine} {job} failed ({run.exit_code}): {run.stderr[-2000:]}", file=sys.stderr)
                     failed = True
-                    break
+                    broken.add(engine)
+                    continue
                 best = measured.get((job, engine))
                 if best is None or run.seconds < best[0].seconds:
                     measured[(job, engine)] = (run, out_dir)
-    for job in FUNCTIONS:
+    for job in jobs:
         tables = {}
         results = {}
-        for engine in ["sluice", *PEERS]:
+        for engine in engines:
             if (job, engine) not in measured:
                 results[engine] = None
                 continue
@@ -112,7 +129,9 @@ def main():
         if job == "errors" and "sluice" in tables and "duckdb" in tables and not same_rows(tables["sluice"], tables["duckdb"]):
             print("MISMATCH: sluice's errors aggregate differs from DuckDB's", file=sys.stderr)
             failed = True
-        peer_best = min((r[0].seconds for e, r in results.items() if e != "sluice" and r), default=None)
+        peer_best = min((r[0].seconds for e, r in results.items() if e in PEERS and r), default=None)
+        if results.get("sluice") and results.get(SLUICE_ONE_THREAD):
+            scaling.append(f"{job}: " + scaling_line(results["sluice"][0].seconds, results[SLUICE_ONE_THREAD][0].seconds, megabytes))
         for engine, result in results.items():
             if not result:
                 lines.append(f"| {job} | {engine} | failed | | | | |")
@@ -120,8 +139,11 @@ def main():
             run, rows = result
             ratio = f"{peer_best / run.seconds:.2f}×" if peer_best else ""
             lines.append(f"| {job} | {engine} | {run.seconds:.2f} | {megabytes / run.seconds:.0f} | {ratio} | {run.peak_rss_mib:.0f} | {rows} |")
-    print(f"input {args.input} ({megabytes:.0f} MB)")
+    print(f"input {args.input} ({megabytes:.0f} MB); 1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print("\n".join(lines))
+    if scaling:
+        print()
+        print("\n".join(scaling))
     return 1 if failed else 0
 
 
