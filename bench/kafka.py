@@ -126,10 +126,10 @@ def warm_compile_cache(sluice: Path, source: Path, work: Path):
 
 
 def run_sluice(sluice: Path, brokers: str, messages: int, partitions: int, batch: int,
-               instances: int, work: Path, roll_ms=None, label="") -> float:
+               instances: int, work: Path, roll_ms=None, label="", max_wait_ms=MAX_WAIT_MS) -> float:
     """Times one `sluice serve`; `roll_ms` sets the sink's roll-ms (None: the binary's default,
     and no roll settings at all, so that a build from before rolling sinks parses it)."""
-    run = f"{label}{batch}-{instances}-{roll_ms}"
+    run = f"{label}{batch}-{instances}-{roll_ms}-{max_wait_ms}"
     group = f"bench-sluice-{run}"
     function = work / f"sluice-{run}"
     function.mkdir()
@@ -150,7 +150,7 @@ group = "{group}"
 
 [batching]
 max-events = {batch}
-max-wait-ms = {MAX_WAIT_MS}
+max-wait-ms = {max_wait_ms}
 
 [sinks.metrics]
 path = "metrics"
@@ -235,12 +235,15 @@ def main():
         )
         sweep = []
         if args.sweep:
-            for batch, instances, roll_ms in [(1_000, 2, None), (50_000, 2, None), (args.batch, 1, None),
-                                              (args.batch, 4, None), (args.batch, 2, 100), (args.batch, 2, 5_000)]:
-                print(f"== sluice, batch {batch}, {instances} instance(s), roll-ms {roll_ms or 'default'}")
-                seconds = run_sluice(args.sluice, brokers, args.messages, args.partitions, batch, instances, work, roll_ms)
+            for batch, instances, roll_ms, wait in [(1_000, 2, None, MAX_WAIT_MS), (50_000, 2, None, MAX_WAIT_MS),
+                                                    (args.batch, 1, None, MAX_WAIT_MS), (args.batch, 4, None, MAX_WAIT_MS),
+                                                    (args.batch, 2, 100, MAX_WAIT_MS), (args.batch, 2, 5_000, MAX_WAIT_MS),
+                                                    (args.batch, 2, None, 20)]:
+                print(f"== sluice, batch {batch}, {instances} instance(s), roll-ms {roll_ms or 'default'}, max-wait-ms {wait}")
+                seconds = run_sluice(args.sluice, brokers, args.messages, args.partitions, batch, instances, work, roll_ms,
+                                     max_wait_ms=wait)
                 row = {"seconds": seconds, "messages": args.messages, "bytes": payload_bytes, "load": os.getloadavg()[0]}
-                sweep.append((batch, instances, roll_ms, row))
+                sweep.append((batch, instances, roll_ms, wait, row))
     finally:
         broker.terminate()
         broker.wait(30)
@@ -276,11 +279,11 @@ def main():
             f"{python['seconds'] / row['seconds']:.2f} | {row['load']:.1f} |"
         )
     if sweep:
-        lines += ["", "sluice at other batch sizes, instance counts and roll times:", "",
-                  "| max-events | instances | roll-ms | seconds | MB/s | messages/s | vs drain | load |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for batch, instances, roll_ms, row in sweep:
-            lines.append(f"| {batch:,} | {instances} | {roll_ms or 'default'} | {row['seconds']:.2f} | "
+        lines += ["", "sluice at other batch sizes, instance counts, roll times and batch waits (one run each):", "",
+                  "| max-events | instances | roll-ms | max-wait-ms | seconds | MB/s | messages/s | vs drain | load |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for batch, instances, roll_ms, wait, row in sweep:
+            lines.append(f"| {batch:,} | {instances} | {roll_ms or 'default'} | {wait} | {row['seconds']:.2f} | "
                          f"{row['bytes'] / row['seconds'] / 1e6:.1f} | "
                          f"{row['messages'] / row['seconds']:,.0f} | {drain['seconds'] / row['seconds']:.2f} | "
                          f"{row['load']:.1f} |")
