@@ -5,7 +5,8 @@
 //! operation that is not one of those) executes the plan once and caches the frame:
 //! - the scan parses only the columns the plan reads (projection pushdown) when the read options
 //!   list no fields themselves;
-//! - the input is cut at newline boundaries into chunks of [`CHUNK_BYTES`], parsed and run
+//! - the input is cut at newline boundaries into chunks of [`CHUNK_BYTES`] (smaller ones when
+//!   the input would not give every thread one), parsed and run
 //!   through the steps in parallel, in waves of a few chunks per thread; a parsed chunk is
 //!   released at once ([`ScanInput::consumed`]), so a memory-mapped input does not stay resident;
 //! - a group-by keeps only per-chunk partial aggregates (sum and count for a mean), merged after
@@ -39,6 +40,9 @@ pub const CHUNK_BYTES: usize = 8 << 20;
 
 /// Chunks per thread in one wave; partial results are merged after each wave.
 const CHUNKS_PER_THREAD: usize = 4;
+
+/// Where a streaming scan hands each wave of rows: the wave's batches, in row order.
+pub type WaveSink<'a> = dyn FnMut(&[RecordBatch]) -> Result<(), FrameError> + 'a;
 
 /// The bytes a lazy scan reads.
 pub trait ScanInput: Send + Sync + std::fmt::Debug {
@@ -203,11 +207,12 @@ impl LazyFrame {
         }))))
     }
 
-    /// Streams the rows of a plan without group-by to `emit`, one wave of chunks at a time and all
+    /// Streams the rows of a plan without group-by to `emit`, one wave of chunks at a time (the
+    /// wave's batches in row order, not concatenated: a sink encodes them as they are) and all
     /// with one schema, without keeping them; nothing is cached. `Ok(false)` when the frame is not
     /// such a plan, or its chunks could not be streamed with one schema (then `emit` may have seen
     /// some rows: the caller drops them and uses [`LazyFrame::collect`]).
-    pub fn stream_into(&self, emit: &mut dyn FnMut(&RecordBatch) -> Result<(), FrameError>) -> Result<bool, FrameError> {
+    pub fn stream_into(&self, emit: &mut WaveSink<'_>) -> Result<bool, FrameError> {
         let Some(plan) = self.pending().filter(|p| p.group_by.is_none()) else { return Ok(false) };
         let mut options = plan.scan.options.clone();
         if options.fields.is_none() {
@@ -329,16 +334,27 @@ struct Piece {
     range: Range<usize>,
 }
 
-/// Cuts the sources into chunks of about [`CHUNK_BYTES`]; a piece that does not start its source
+/// The smallest chunk a scan is cut into: below it, a chunk's fixed costs (a parser, partial
+/// aggregates to merge) outweigh spreading the bytes over threads.
+const MIN_CHUNK_BYTES: usize = 256 << 10;
+
+/// Bytes per chunk for `total` input bytes: [`CHUNK_BYTES`], or less for an input that would
+/// not give every thread a chunk (a stream's batch of a few MB), down to [`MIN_CHUNK_BYTES`].
+fn chunk_bytes(total: usize) -> usize {
+    (total / rayon::current_num_threads().max(1)).clamp(MIN_CHUNK_BYTES, CHUNK_BYTES)
+}
+
+/// Cuts the sources into chunks of about [`chunk_bytes`]; a piece that does not start its source
 /// is alone in its chunk, so its line numbers can be fixed up afterwards.
 fn chunks(sources: &[JsonSource<'_>]) -> Vec<Vec<Piece>> {
+    let target = chunk_bytes(sources.iter().map(|s| s.data.len()).sum());
     let mut out: Vec<Vec<Piece>> = Vec::new();
     let mut open: Vec<Piece> = Vec::new();
     let mut open_bytes = 0;
     for (i, s) in sources.iter().enumerate() {
         let mut start = 0;
         loop {
-            let want = start + CHUNK_BYTES;
+            let want = start + target;
             let end = if want >= s.data.len() {
                 s.data.len()
             } else {
@@ -350,7 +366,7 @@ fn chunks(sources: &[JsonSource<'_>]) -> Vec<Vec<Piece>> {
             } else {
                 open_bytes += end;
                 open.push(piece);
-                if open_bytes >= CHUNK_BYTES {
+                if open_bytes >= target {
                     out.push(std::mem::take(&mut open));
                     open_bytes = 0;
                 }
@@ -476,7 +492,7 @@ fn execute_streaming(
     plan: &Plan,
     options: &ReadOptions,
     fully_declared: bool,
-    mut emit: Option<&mut dyn FnMut(&RecordBatch) -> Result<(), FrameError>>,
+    mut emit: Option<&mut WaveSink<'_>>,
 ) -> Result<Option<Frame>, FrameError> {
     let input = plan.scan.input.as_ref();
     let sources = input.sources();
@@ -525,15 +541,14 @@ fn execute_streaming(
                     // The first wave fixes the schema: an empty batch of it leads every later wave.
                     batches.extend(parts.first().cloned());
                     batches.rotate_right(parts.len().min(1));
-                    let Some(unified) = unify(&batches) else { return Ok(None) };
-                    let wave = concat(unified)?;
+                    let Some(wave) = unify(&batches) else { return Ok(None) };
                     if let Some(first) = parts.first()
-                        && first.schema() != wave.schema()
+                        && first.schema() != wave[0].schema()
                     {
                         return Ok(None);
                     }
                     if parts.is_empty() {
-                        parts.push(wave.slice(0, 0));
+                        parts.push(wave[0].slice(0, 0));
                     }
                     emit(&wave)?;
                 }
@@ -761,7 +776,7 @@ mod tests {
             .frame;
         let (lazy, _) = scan(bytes, ReadOptions::default());
         let mut batches = Vec::new();
-        assert!(lazy.stream_into(&mut |b| Ok(batches.push(b.clone()))).unwrap());
+        assert!(lazy.stream_into(&mut |wave| Ok(batches.extend_from_slice(wave))).unwrap());
         assert!(!batches.is_empty() && batches.iter().all(|b| b.schema() == batches[0].schema()));
         let all = concat(batches).unwrap();
         assert_close(&Frame::new(all), &eager);

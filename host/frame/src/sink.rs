@@ -165,7 +165,7 @@ pub fn write_staged(frame: &Frame, dir: &Path, file_stem: &str, config: &SinkCon
 /// `ArrowWriter` does, so readers get the engine dtypes back.
 fn write_parallel(file: File, batch: &RecordBatch, props: &WriterProperties, row_group_rows: usize) -> Result<File, FrameError> {
     let mut out = ParallelWriter::new(file, batch.schema(), props)?;
-    out.write(batch, row_group_rows)?;
+    out.write(std::slice::from_ref(batch), row_group_rows)?;
     out.into_file()
 }
 
@@ -204,30 +204,40 @@ impl ParallelWriter {
         Ok(ParallelWriter { writer, props, factory, schema, row_groups: 0, in_flight: None })
     }
 
-    /// Appends `batch` (of this file's schema) as row groups of at most `row_group_rows` rows,
-    /// encoded before it returns.
-    fn write(&mut self, batch: &RecordBatch, row_group_rows: usize) -> Result<(), FrameError> {
-        self.start(batch, row_group_rows)?;
+    /// Appends the rows of `batches` (in order, of this file's schema) as row groups of at most
+    /// `row_group_rows` rows, encoded before it returns.
+    fn write(&mut self, batches: &[RecordBatch], row_group_rows: usize) -> Result<(), FrameError> {
+        self.start(batches, row_group_rows)?;
         self.wait()
     }
 
-    /// Starts encoding `batch` as row groups of at most `row_group_rows` rows, after appending
-    /// the batch still in flight; errors of this batch surface at the next call or [`Self::wait`].
+    /// Starts encoding the rows of `batches` (in order, of this file's schema) as row groups of
+    /// at most `row_group_rows` rows, after appending the rows still in flight; errors of these
+    /// rows surface at the next call or [`Self::wait`]. A row group spanning several batches is
+    /// encoded from each in turn, never concatenated.
+    ///
     /// On a rayon worker (a caller already inside the pool) it encodes before returning, as
     /// waiting there for a task queued on the same pool could wait forever.
-    fn start(&mut self, batch: &RecordBatch, row_group_rows: usize) -> Result<(), FrameError> {
+    fn start(&mut self, batches: &[RecordBatch], row_group_rows: usize) -> Result<(), FrameError> {
         self.wait()?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let groups = rows.div_ceil(row_group_rows);
         let mut jobs = Vec::new();
-        for (n, offset) in (0..batch.num_rows()).step_by(row_group_rows).enumerate() {
-            let group = batch.slice(offset, row_group_rows.min(batch.num_rows() - offset));
-            let mut leaves = Vec::new();
-            for (field, column) in self.schema.fields().iter().zip(group.columns()) {
-                leaves.extend(compute_leaves(field, column)?);
-            }
+        for n in 0..groups {
+            let offset = n * row_group_rows;
             let writers = self.factory.create_column_writers(self.row_groups + n)?;
-            jobs.extend(writers.into_iter().zip(leaves).map(|(writer, leaf)| (n, writer, leaf)));
+            let mut leaves: Vec<Vec<ArrowLeafColumn>> = writers.iter().map(|_| Vec::new()).collect();
+            for part in slice_rows(batches, offset, row_group_rows.min(rows - offset)) {
+                let mut leaf_index = 0;
+                for (field, column) in self.schema.fields().iter().zip(part.columns()) {
+                    for leaf in compute_leaves(field, column)? {
+                        leaves[leaf_index].push(leaf);
+                        leaf_index += 1;
+                    }
+                }
+            }
+            jobs.extend(writers.into_iter().zip(leaves).map(|(writer, leaves)| (n, writer, leaves)));
         }
-        let groups = batch.num_rows().div_ceil(row_group_rows);
         self.row_groups += groups;
         if rayon::current_thread_index().is_some() {
             let encoded = encode_groups(jobs, groups);
@@ -309,13 +319,15 @@ fn dictionary_fell_back(chunk: &ColumnChunkMetaData) -> bool {
     }
 }
 
-/// Encodes every (row group, column) pair of a batch in parallel; the chunks come back grouped
-/// by row group, each group's columns in schema order.
-fn encode_groups(jobs: Vec<(usize, ArrowColumnWriter, ArrowLeafColumn)>, groups: usize) -> EncodedGroups {
+/// Encodes every (row group, column) pair in parallel, each column chunk from its leaves in
+/// order; the chunks come back grouped by row group, each group's columns in schema order.
+fn encode_groups(jobs: Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>, groups: usize) -> EncodedGroups {
     let encoded: Vec<(usize, ArrowColumnChunk)> = jobs
         .into_par_iter()
-        .map(|(group, mut writer, leaf)| {
-            writer.write(&leaf)?;
+        .map(|(group, mut writer, leaves)| {
+            for leaf in &leaves {
+                writer.write(leaf)?;
+            }
             Ok((group, writer.close()?))
         })
         .collect::<Result<_, FrameError>>()?;
@@ -324,6 +336,27 @@ fn encode_groups(jobs: Vec<(usize, ArrowColumnWriter, ArrowLeafColumn)>, groups:
         by_group[group].push(chunk);
     }
     Ok(by_group)
+}
+
+/// Rows `offset..offset + len` of `batches` taken as one sequence, as zero-copy slices of the
+/// batches they fall in (empty slices left out).
+fn slice_rows(batches: &[RecordBatch], offset: usize, len: usize) -> Vec<RecordBatch> {
+    let mut parts = Vec::new();
+    let (mut skip, mut left) = (offset, len);
+    for batch in batches {
+        if left == 0 {
+            break;
+        }
+        if skip >= batch.num_rows() {
+            skip -= batch.num_rows();
+            continue;
+        }
+        let take = left.min(batch.num_rows() - skip);
+        parts.push(batch.slice(skip, take));
+        left -= take;
+        skip = 0;
+    }
+    parts
 }
 
 /// Writes batches that arrive one after another (a streaming plan's output) as staged Parquet
@@ -347,24 +380,26 @@ impl StagedStream {
         Ok(StagedStream { dir: dir.to_path_buf(), file_stem: file_stem.to_string(), config: config.clone(), props, open: None, staged: Vec::new() })
     }
 
-    /// Appends rows; every batch must have the schema of the first one.
-    pub fn push(&mut self, batch: &RecordBatch) -> Result<(), FrameError> {
+    /// Appends the rows of `batches` (in order; every batch of the schema of the first one),
+    /// as row groups encoded while the caller produces the next batches.
+    pub fn push(&mut self, batches: &[RecordBatch]) -> Result<(), FrameError> {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let mut offset = 0;
-        while offset < batch.num_rows() {
+        while offset < rows {
             if self.open.is_none() {
                 let n = self.staged.len();
                 let final_path = self.dir.join(format!("{}-{n:05}.parquet", self.file_stem));
                 let temp_path = staging_path(&self.dir, &format!("{}-{n:05}.parquet", self.file_stem));
                 let file = File::create(&temp_path).map_err(|e| FrameError::io("create", &temp_path, e))?;
                 let staged = StagedFile { temp_path, final_path, rows: 0, bytes: 0 };
-                self.open = Some((ParallelWriter::new(file, batch.schema(), &self.props)?, staged));
+                self.open = Some((ParallelWriter::new(file, batches[0].schema(), &self.props)?, staged));
             }
             let (writer, staged) = self.open.as_mut().expect("opened above");
             let room = self.config.max_rows_per_file.map_or(usize::MAX, |max| max - staged.rows as usize);
-            let part = batch.slice(offset, room.min(batch.num_rows() - offset));
-            writer.start(&part, self.config.row_group_rows)?;
-            staged.rows += part.num_rows() as u64;
-            offset += part.num_rows();
+            let take = room.min(rows - offset);
+            writer.start(&slice_rows(batches, offset, take), self.config.row_group_rows)?;
+            staged.rows += take as u64;
+            offset += take;
             if Some(staged.rows as usize) == self.config.max_rows_per_file {
                 self.close_open()?;
             }
@@ -552,11 +587,10 @@ impl RollingFile {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let rows = arrow::compute::concat_batches(&self.writer.schema, &self.pending)?;
-        self.pending.clear();
+        let pending = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
         self.pending_bytes = 0;
-        self.writer.write(&rows, self.row_group_rows)
+        self.writer.write(&pending, self.row_group_rows)
     }
 
     /// Encodes what is left, closes and fsyncs the file; it then waits for [`commit_staged`]
@@ -675,8 +709,11 @@ mod tests {
         let f = frame(2500);
         let config = SinkConfig { row_group_rows: 400, max_rows_per_file: Some(1000), ..Default::default() };
         let mut stream = StagedStream::new(dir.path(), "s", &config).unwrap();
-        for (offset, len) in [(0, 700), (700, 1100), (1800, 700)] {
-            stream.push(&f.record_batch().unwrap().slice(offset, len)).unwrap();
+        // Waves of several batches; row groups and files cut across batch boundaries.
+        let rows = f.record_batch().unwrap();
+        for wave in [vec![(0, 300), (300, 400)], vec![(700, 500), (1200, 600)], vec![(1800, 700)]] {
+            let batches: Vec<RecordBatch> = wave.into_iter().map(|(offset, len)| rows.slice(offset, len)).collect();
+            stream.push(&batches).unwrap();
         }
         let staged = stream.finish().unwrap();
         assert_eq!(staged.iter().map(|s| s.rows).collect::<Vec<_>>(), [1000, 1000, 500]);
@@ -685,7 +722,7 @@ mod tests {
         assert_eq!(&back, f.record_batch().unwrap());
 
         let mut stream = StagedStream::new(dir.path(), "d", &config).unwrap();
-        stream.push(&f.record_batch().unwrap().slice(0, 10)).unwrap();
+        stream.push(&[f.record_batch().unwrap().slice(0, 10)]).unwrap();
         let open = staging_path(dir.path(), "d-00000.parquet");
         assert!(open.exists());
         stream.discard();
@@ -732,7 +769,7 @@ mod tests {
         let file = tempfile::NamedTempFile::new().unwrap();
         let mut writer = ParallelWriter::new(file.reopen().unwrap(), batch.schema(), &props).unwrap();
         for offset in (0..rows).step_by(1000) {
-            writer.start(&batch.slice(offset, 1000), 1000).unwrap();
+            writer.start(&[batch.slice(offset, 1000)], 1000).unwrap();
         }
         writer.into_file().unwrap();
 
@@ -754,7 +791,7 @@ mod tests {
         let staged = pool.install(|| {
             let mut stream = StagedStream::new(dir.path(), "p", &config).unwrap();
             for offset in (0..2500).step_by(500) {
-                stream.push(&f.record_batch().unwrap().slice(offset, 500)).unwrap();
+                stream.push(&[f.record_batch().unwrap().slice(offset, 500)]).unwrap();
             }
             stream.finish().unwrap()
         });

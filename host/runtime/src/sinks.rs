@@ -145,7 +145,7 @@ impl Sinks {
             return Ok(None);
         }
         let mut stream = StagedStream::new(&sink.dir, stem, &sink.config)?;
-        match frame.stream_into(&mut |batch| stream.push(batch)) {
+        match frame.stream_into(&mut |wave| stream.push(wave)) {
             Ok(true) => Ok(Some(stream.finish()?)),
             Ok(false) => {
                 stream.discard();
