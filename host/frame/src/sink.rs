@@ -407,20 +407,29 @@ impl StagedStream {
         Ok(())
     }
 
+    /// Closes and fsyncs the open file; it joins the staged files even when that fails (the
+    /// last rows' encoding, in flight until now, or the fsync), so that a discard removes it.
     fn close_open(&mut self) -> Result<(), FrameError> {
-        if let Some((writer, mut staged)) = self.open.take() {
-            let file = writer.into_file()?;
+        let Some((writer, mut staged)) = self.open.take() else { return Ok(()) };
+        let closed = writer.into_file().and_then(|file| {
             file.sync_all().map_err(|e| FrameError::io("fsync", &staged.temp_path, e))?;
-            staged.bytes = file.metadata().map_err(|e| FrameError::io("stat", &staged.temp_path, e))?.len();
-            self.staged.push(staged);
-        }
-        Ok(())
+            Ok(file.metadata().map_err(|e| FrameError::io("stat", &staged.temp_path, e))?.len())
+        });
+        staged.bytes = *closed.as_ref().unwrap_or(&0);
+        self.staged.push(staged);
+        closed.map(|_| ())
     }
 
-    /// Closes and fsyncs the last file; the staged files wait for [`commit_staged`].
+    /// Closes and fsyncs the last file; the staged files wait for [`commit_staged`]. On an error
+    /// every file of the stream is removed.
     pub fn finish(mut self) -> Result<Vec<StagedFile>, FrameError> {
-        self.close_open()?;
-        Ok(std::mem::take(&mut self.staged))
+        match self.close_open() {
+            Ok(()) => Ok(std::mem::take(&mut self.staged)),
+            Err(error) => {
+                self.discard();
+                Err(error)
+            }
+        }
     }
 
     /// Removes every file written so far.
