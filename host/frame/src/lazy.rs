@@ -388,10 +388,12 @@ struct ChunkOut {
     result: Result<Frame, FrameError>,
     rows: u64,
     bad_lines: Vec<BadLine>,
-    /// Newlines in the chunk's single mid-source piece (else 0), as counted by its parse.
-    newlines: u64,
-    /// The source of that piece.
+    /// The source of the chunk's first piece when that piece starts mid-source (then the
+    /// chunk's only piece): its line numbers are relative to the piece.
     mid_source: Option<usize>,
+    /// When the chunk's last piece stops before its source's end: that source, and the
+    /// newlines of the piece, which the line numbers of the source's next pieces start after.
+    carried: Option<(usize, u64)>,
 }
 
 fn run_chunk(
@@ -415,15 +417,20 @@ fn run_chunk(
     for p in chunk {
         input.consumed(p.source, p.range.clone());
     }
-    let mut newlines = 0;
+    let mut carried = None;
     let (result, rows, bad_lines) = match read {
         Ok(ingested) => {
-            // A mid-source piece ends at a newline (a piece that does not is its source's last,
-            // and no line numbers follow it), so its lines are its newlines. A chunk that failed
-            // needs no count: its error stops the scan.
-            if mid_source.is_some() {
-                newlines = ingested.lines;
-            }
+            // A piece cut before its source's end ends at a newline, so a mid-source one (alone
+            // in its chunk) has as many lines as newlines; a cut piece that starts its source
+            // shares the chunk with whole sources before it, so its newlines are counted. A
+            // chunk that failed needs no count: its error stops the scan.
+            carried = chunk.last().filter(|p| p.range.end < sources[p.source].data.len()).map(|p| {
+                let newlines = match mid_source {
+                    Some(_) => ingested.lines,
+                    None => memchr::memchr_iter(b'\n', &sources[p.source].data[p.range.clone()]).count() as u64,
+                };
+                (p.source, newlines)
+            });
             let rows = ingested.frame.num_rows() as u64;
             let result = steps.iter().try_fold(ingested.frame, |f, step| step.apply(&f)).and_then(|f| match partial {
                 Some((keys, aggs)) => f.group_by(keys, aggs),
@@ -433,7 +440,7 @@ fn run_chunk(
         }
         Err(e) => (Err(e), 0, Vec::new()),
     };
-    ChunkOut { result, rows, bad_lines, newlines, mid_source }
+    ChunkOut { result, rows, bad_lines, mid_source, carried }
 }
 
 /// Executes a plan: a streaming pass over the scan when possible, else one eager read.
@@ -511,11 +518,10 @@ fn execute_streaming(
         let mut batches = Vec::with_capacity(outs.len() + 1);
         batches.extend(acc.take());
         for out in outs {
-            let offset = out.mid_source.map_or(0, |s| {
-                let before = lines_before[s];
-                lines_before[s] += out.newlines;
-                before + sources[s].first_line - 1
-            });
+            let offset = out.mid_source.map_or(0, |s| lines_before[s] + sources[s].first_line - 1);
+            if let Some((s, newlines)) = out.carried {
+                lines_before[s] += newlines;
+            }
             let frame = match out.result {
                 Ok(frame) => frame,
                 Err(FrameError::Parse { .. }) if !fully_declared => return Ok(None),
@@ -783,6 +789,21 @@ mod tests {
         assert_eq!(lazy.scan_report().unwrap().rows, eager.num_rows() as u64);
         let grouped = lazy.group_by(&["k".into()], &[Expr::CountRows]).unwrap();
         assert!(!grouped.stream_into(&mut |_| Ok(())).unwrap(), "a group-by is collected, not streamed");
+    }
+
+    #[test]
+    fn errors_name_the_exact_line_in_the_last_chunk() {
+        // Past the first chunks of any size: the lines of every chunk before it count.
+        let data = data(None);
+        let lines = data.iter().filter(|&&b| b == b'\n').count();
+        let bad = lines - 5;
+        let declared = ReadOptions {
+            schema: vec![("k".into(), DType::Utf8), ("v".into(), DType::Float64), ("status".into(), DType::Int64)],
+            ..Default::default()
+        };
+        let (lazy, _) = scan(self::data(Some(bad)), declared);
+        let e = lazy.group_by(&["k".into()], &aggs()).unwrap().collect().unwrap_err();
+        assert!(e.to_string().starts_with(&format!("in.jsonl line {}: ", bad + 1)), "{e}");
     }
 
     #[test]

@@ -709,6 +709,9 @@ fn poll_rounds(
     // When the last message came, and whether an empty round already told the processing
     // side that nothing more came for max-wait-ms (so it rolls what it holds).
     let (mut last_message, mut idle_announced) = (Instant::now(), true);
+    // Partitions that delivered messages since the last round was handed over, with their topic
+    // and the offset after their last message.
+    let mut behind: BTreeMap<i32, (String, i64)> = BTreeMap::new();
     // Messages taken since the last check; a round closes at most this many messages late.
     let (mut taken, mut check, mut wait) = (0u32, true, Duration::ZERO);
     loop {
@@ -718,7 +721,11 @@ fn poll_rounds(
             if taken > 0 {
                 (last_message, idle_announced, taken) = (now, false, 0);
             }
-            let idle = round.is_empty() && !idle_announced && now.duration_since(last_message) >= limits.max_wait;
+            // After a full round the consumer may already stand at the end of every partition it
+            // read: then it says it is caught up at once, instead of after max-wait-ms of silence,
+            // so the lanes roll and commit as soon as a backlog is worked off.
+            let quiet = now.duration_since(last_message) >= limits.max_wait || read_to_the_end(consumer, &behind);
+            let idle = round.is_empty() && !idle_announced && quiet;
             if round.is_due(now) || (stopping && !round.is_empty()) || idle {
                 in_flight.begin();
                 let full = round.is_full();
@@ -727,6 +734,7 @@ fn poll_rounds(
                     in_flight.end();
                     return;
                 }
+                behind.clear();
             }
             if stopping {
                 return;
@@ -735,6 +743,12 @@ fn poll_rounds(
         }
         match consumer.poll(wait.min(SHUTDOWN_CHECK)) {
             Some(Ok(message)) => {
+                match behind.get_mut(&message.partition()) {
+                    Some((topic, next)) if topic == message.topic() => *next = message.offset() + 1,
+                    _ => {
+                        behind.insert(message.partition(), (message.topic().to_string(), message.offset() + 1));
+                    }
+                }
                 round.push_with(message.payload_len() as u64, |packed| packed.add(&message));
                 taken += 1;
                 check = taken >= MESSAGES_BETWEEN_CHECKS || round.is_full();
@@ -746,4 +760,20 @@ fn poll_rounds(
             }
         }
     }
+}
+
+/// Whether every partition in `read` (partition → topic and the offset after its last message)
+/// is at its high watermark as librdkafka last saw it in a fetch response: nothing more to
+/// read for now. Asks librdkafka's cache, never the broker.
+fn read_to_the_end(consumer: &GroupConsumer, read: &BTreeMap<i32, (String, i64)>) -> bool {
+    read.iter().all(|(&partition, (topic, next))| {
+        let Ok(topic) = std::ffi::CString::new(topic.as_str()) else { return false };
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer is alive as long as `consumer`; the topic is a valid C
+        // string for the call; librdkafka only writes the two offsets.
+        let error = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), partition, &mut low, &mut high)
+        };
+        error == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 && *next >= high
+    })
 }
