@@ -124,7 +124,9 @@ fn sigterm_drains_and_commits_so_a_restart_reads_nothing_twice() {
 fn kill_9_mid_stream_loses_nothing_and_writes_no_row_twice() {
     let broker = Broker::start();
     broker.create_topic("crash", PARTITIONS as u32);
-    const PER_CRASH: i64 = 4_000;
+    // Enough per crash that the kill lands while the consumer still works through a backlog
+    // (once caught up, it rolls every lane at once and no staging file would be left open).
+    const PER_CRASH: i64 = 20_000;
     const MAX_EVENTS: usize = 200;
     let work = tempfile::tempdir().unwrap();
     let function = kafka_function(work.path(), &broker, "crash", MAX_EVENTS as u32);
@@ -302,17 +304,21 @@ fn two_serve_processes_in_one_group_split_the_partitions_and_the_survivor_takes_
     assert!(seen.values().all(|&n| n == 1), "duplicates while both processes ran");
 
     // A dies mid-stream: some of its rolls may not have reached the broker's commit yet.
-    const N: i64 = FIRST * 3;
+    const N: i64 = FIRST * 6;
     broker.produce("scale", PARTITIONS, &bodies(FIRST..N));
     let midway = eventually(Duration::from_secs(90), || rows_in(&events) > FIRST as usize + 1_000);
     assert!(midway, "no progress on the second half; logs:\n{}\n{}", serve_a.log_text(), serve_b.log_text());
     serve_a.kill();
     let b_log_before_kill = serve_b.log_text().len();
-    let taken_over = eventually(Duration::from_secs(90), || ids_in(&events).len() == N as usize);
+    // A may have read its share to the end before it died: the takeover (after the session
+    // timeout) is then waited for as well as the rows.
+    let all_partitions: std::collections::BTreeSet<i32> = (0..PARTITIONS).collect();
+    let taken_over = eventually(Duration::from_secs(90), || {
+        ids_in(&events).len() == N as usize && last_assignment(&serve_b.log_text()[b_log_before_kill..], "scale") == all_partitions
+    });
     assert!(taken_over, "the survivor did not read the killed process's partitions; log:\n{}", serve_b.log_text());
     assert!(serve_b.terminate(Duration::from_secs(30)));
     let b_log = std::fs::read_to_string(work.path().join("serve-b.log")).unwrap();
-    let all_partitions: std::collections::BTreeSet<i32> = (0..PARTITIONS).collect();
     assert_eq!(last_assignment(&b_log[b_log_before_kill..], "scale"), all_partitions, "the survivor did not take over every partition");
     let seen = ids_in(&events);
     let duplicates: usize = seen.values().map(|n| n - 1).sum();

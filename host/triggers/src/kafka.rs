@@ -652,26 +652,30 @@ impl Lanes {
         if due.is_empty() {
             return Ok(TopicPartitionList::new());
         }
-        let mut rolling: Vec<PartitionLane> = due.iter().filter_map(|key| self.by_partition.remove(key)).collect();
-        let (rolling, result) = tokio::task::spawn_blocking(move || {
-            let mut offsets = TopicPartitionList::new();
-            let mut failure = None;
-            for lane in &mut rolling {
-                match lane.roll(&function) {
-                    Ok(Some(next)) => add_offset(&mut offsets, &lane.topic, lane.partition, next),
-                    Ok(None) => {}
-                    Err(error) => {
-                        failure.get_or_insert(error);
-                    }
+        // Each lane rolls on its own blocking thread: a roll is mostly waiting for fsyncs, and
+        // the lanes' waits overlap.
+        let mut rolls = JoinSet::new();
+        for mut lane in due.iter().filter_map(|key| self.by_partition.remove(key)) {
+            let function = function.clone();
+            rolls.spawn_blocking(move || {
+                let rolled = lane.roll(&function);
+                (lane, rolled)
+            });
+        }
+        let mut offsets = TopicPartitionList::new();
+        let mut failure = None;
+        while let Some(joined) = rolls.join_next().await {
+            let (lane, rolled) = joined.expect("a lane roll panicked");
+            match rolled {
+                Ok(Some(next)) => add_offset(&mut offsets, &lane.topic, lane.partition, next),
+                Ok(None) => {}
+                Err(error) => {
+                    failure.get_or_insert(error);
                 }
             }
-            (rolling, failure.map_or(Ok(offsets), Err))
-        })
-        .await
-        .expect("a lane roll panicked");
-        for lane in rolling {
             self.by_partition.insert((lane.topic.clone(), lane.partition), lane);
         }
+        let result = failure.map_or(Ok(offsets), Err);
         result
     }
 }
@@ -709,9 +713,8 @@ fn poll_rounds(
     // When the last message came, and whether an empty round already told the processing
     // side that nothing more came for max-wait-ms (so it rolls what it holds).
     let (mut last_message, mut idle_announced) = (Instant::now(), true);
-    // Partitions that delivered messages since the last round was handed over, with their topic
-    // and the offset after their last message.
-    let mut behind: BTreeMap<i32, (String, i64)> = BTreeMap::new();
+    // The partitions read, with their topic and the offset after their last message.
+    let mut read: BTreeMap<i32, (String, i64)> = BTreeMap::new();
     // Messages taken since the last check; a round closes at most this many messages late.
     let (mut taken, mut check, mut wait) = (0u32, true, Duration::ZERO);
     loop {
@@ -721,20 +724,24 @@ fn poll_rounds(
             if taken > 0 {
                 (last_message, idle_announced, taken) = (now, false, 0);
             }
-            // After a full round the consumer may already stand at the end of every partition it
-            // read: then it says it is caught up at once, instead of after max-wait-ms of silence,
-            // so the lanes roll and commit as soon as a backlog is worked off.
-            let quiet = now.duration_since(last_message) >= limits.max_wait || read_to_the_end(consumer, &behind);
-            let idle = round.is_empty() && !idle_announced && quiet;
+            let idle = round.is_empty()
+                && !idle_announced
+                && (now.duration_since(last_message) >= limits.max_wait || read_to_the_end(consumer, &mut read));
             if round.is_due(now) || (stopping && !round.is_empty()) || idle {
-                in_flight.begin();
                 let full = round.is_full();
-                idle_announced |= !full;
-                if rounds.blocking_send(Round { messages: round.take(), full }).is_err() {
-                    in_flight.end();
+                if !hand_over(rounds, in_flight, Round { messages: round.take(), full }) {
                     return;
                 }
-                behind.clear();
+                idle_announced |= !full;
+                // A full round may have taken the last messages there are: then the consumer
+                // says at once that it is caught up, instead of after max-wait-ms of silence, so
+                // the lanes roll and commit as soon as a backlog is worked off.
+                if full && read_to_the_end(consumer, &mut read) {
+                    if !hand_over(rounds, in_flight, Round { messages: Packed::default(), full: false }) {
+                        return;
+                    }
+                    idle_announced = true;
+                }
             }
             if stopping {
                 return;
@@ -743,10 +750,10 @@ fn poll_rounds(
         }
         match consumer.poll(wait.min(SHUTDOWN_CHECK)) {
             Some(Ok(message)) => {
-                match behind.get_mut(&message.partition()) {
+                match read.get_mut(&message.partition()) {
                     Some((topic, next)) if topic == message.topic() => *next = message.offset() + 1,
                     _ => {
-                        behind.insert(message.partition(), (message.topic().to_string(), message.offset() + 1));
+                        read.insert(message.partition(), (message.topic().to_string(), message.offset() + 1));
                     }
                 }
                 round.push_with(message.payload_len() as u64, |packed| packed.add(&message));
@@ -762,11 +769,23 @@ fn poll_rounds(
     }
 }
 
+/// Hands a round to the processing side; false when that side stopped.
+fn hand_over(rounds: &mpsc::Sender<Round>, in_flight: &InFlight, round: Round) -> bool {
+    in_flight.begin();
+    if rounds.blocking_send(round).is_err() {
+        in_flight.end();
+        return false;
+    }
+    true
+}
+
 /// Whether every partition in `read` (partition → topic and the offset after its last message)
 /// is at its high watermark as librdkafka last saw it in a fetch response: nothing more to
-/// read for now. Asks librdkafka's cache, never the broker.
-fn read_to_the_end(consumer: &GroupConsumer, read: &BTreeMap<i32, (String, i64)>) -> bool {
-    read.iter().all(|(&partition, (topic, next))| {
+/// read for now. Asks librdkafka's cache, never the broker. Partitions it knows nothing of
+/// (no longer assigned) are forgotten.
+fn read_to_the_end(consumer: &GroupConsumer, read: &mut BTreeMap<i32, (String, i64)>) -> bool {
+    let mut at_end = true;
+    read.retain(|&partition, (topic, next)| {
         let Ok(topic) = std::ffi::CString::new(topic.as_str()) else { return false };
         let (mut low, mut high) = (-1i64, -1i64);
         // SAFETY: the client pointer is alive as long as `consumer`; the topic is a valid C
@@ -774,6 +793,9 @@ fn read_to_the_end(consumer: &GroupConsumer, read: &BTreeMap<i32, (String, i64)>
         let error = unsafe {
             rdkafka::bindings::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), partition, &mut low, &mut high)
         };
-        error == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 && *next >= high
-    })
+        let known = error == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0;
+        at_end &= !known || *next >= high;
+        known
+    });
+    at_end
 }
