@@ -5,8 +5,10 @@
 //! `<topic>-p<partition>-o<first>-<last>`) that run concurrently on the function's instances.
 //! A batch's rows are appended to its partition's [`Lane`]: sink files that stay open across
 //! batches and roll (fsync, rename, fsync of the directory) at the sinks' `roll-rows`,
-//! `roll-bytes` or `roll-ms`, or as soon as the consumer is caught up with the topic. A partition's offset is stored and committed only once every
-//! batch before it is durable: rolled, dead-lettered, or without rows. On a partition
+//! `roll-bytes` or `roll-ms`, or as soon as the consumer is caught up with the topic (nothing
+//! came for `max-wait-ms`, or a full round took every partition read to its high watermark).
+//! A partition's offset is stored and committed only once every batch before it is durable:
+//! rolled, dead-lettered, or without rows. On a partition
 //! revocation the polling thread waits until every round it handed out is settled and every
 //! lane rolled, so librdkafka commits them before the partitions move; shutdown rolls too.
 //!
