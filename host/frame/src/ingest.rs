@@ -831,7 +831,6 @@ fn parse_chunk(segments: &[Segment<'_>], plan: &Plan, hints: Option<&HashMap<Str
     let mut fatal = None;
     'segments: for (si, seg) in segments.iter().enumerate() {
         let data = seg.data;
-        let all_utf8 = simdutf8::basic::from_utf8(data).is_ok();
         let mut start = 0;
         let mut line_no = 0u64;
         while start < data.len() {
@@ -845,7 +844,9 @@ fn parse_chunk(segments: &[Segment<'_>], plan: &Plan, hints: Option<&HashMap<Str
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let result = match all_utf8 || std::str::from_utf8(line).is_ok() {
+            // Each line is validated just before it is parsed, while it is in the cache from the
+            // newline search: a pass over the whole segment first read it from memory once more.
+            let result = match simdutf8::basic::from_utf8(line).is_ok() {
                 true => p.line(line),
                 false => {
                     let at = std::str::from_utf8(line).err().map_or(0, |e| e.valid_up_to());
