@@ -21,6 +21,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -183,6 +184,10 @@ instances = {instances}
     return seconds
 
 
+def median(rows) -> float:
+    return statistics.median(row["seconds"] for row in rows)
+
+
 def rate(row) -> str:
     return f"{row['bytes'] / row['seconds'] / 1e6:.1f} MB/s, {row['messages'] / row['seconds']:,.0f} msg/s"
 
@@ -261,6 +266,8 @@ def main():
         f"- drain and sluice: best of {args.repeat} alternating runs (drain "
         + ", ".join(f"{row['seconds']:.2f}" for row in runs["drain"]) + " s; sluice "
         + ", ".join(f"{row['seconds']:.2f}" for row in runs["sluice"]) + " s); python: one run",
+        f"- medians of those runs: drain {median(runs['drain']):.2f} s, sluice {median(runs['sluice']):.2f} s: "
+        f"sluice at {median(runs['drain']) / median(runs['sluice']):.2f} of the drain",
         f"- batches of {args.batch:,} messages, a partial one closed after {MAX_WAIT_MS} ms; each engine timed from spawn until every message is consumed "
         "(sluice and python: aggregated, written as zstd Parquet and committed); sluice's component "
         "compiled before timing (an untimed `sluice run` on 1,000 lines)",
