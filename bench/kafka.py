@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Kafka benchmark harness: one nisshi broker, one topic filled once with the seed job's JSON
-lines, then three consumers of the whole topic, one at a time, each in its own consumer group:
+lines, then four consumers of the whole topic, one at a time:
 
-- drain:  a bare rdkafka consumer that only reads (host/triggers/examples/kafka_drain.rs), the
-          ceiling this broker and machine allow;
+- drain:  a bare rdkafka consumer that only reads (host/triggers/examples/kafka_drain.rs),
+          assigning itself every partition without the group protocol: the ceiling this
+          broker and machine allow;
+- drain in a group: the same, subscribed as a member of its own consumer group, as the other
+          two are (it pays the group join and offset lookup they pay);
 - sluice: `sluice serve` with functions/log-aggregator's component behind a kafka trigger
           (batch -> per-company aggregate -> zstd Parquet, offsets committed once durable);
 - python: the seed's baseline, confluent-kafka + json + pandas + Parquet, the same batches
@@ -217,10 +220,13 @@ def main():
         payload_bytes = fill_topic(args.nisshi, brokers, args.input, args.messages, args.partitions)
         results = {}
         warm_compile_cache(args.sluice, args.input, work)
-        runs = {"drain": [], "sluice": []}
+        runs = {"drain": [], "group drain": [], "sluice": []}
         for attempt in range(args.repeat):
             print(f"== drain (bare rdkafka), run {attempt + 1} of {args.repeat}")
             runs["drain"].append(run_to_exit([str(args.drain), brokers, TOPIC, str(args.messages)], work / f"drain-{attempt}.log"))
+            print(f"== drain in a consumer group, run {attempt + 1} of {args.repeat}")
+            runs["group drain"].append(run_to_exit([str(args.drain), brokers, TOPIC, str(args.messages), "--group",
+                                                    f"bench-drain-{attempt}"], work / f"group-drain-{attempt}.log"))
             print(f"== sluice, run {attempt + 1} of {args.repeat}")
             seconds = run_sluice(args.sluice, brokers, args.messages, args.partitions, args.batch, 2, work, label=f"r{attempt}-")
             runs["sluice"].append({"seconds": seconds, "messages": args.messages, "bytes": payload_bytes, "load": os.getloadavg()[0]})
@@ -263,11 +269,16 @@ def main():
         f"- machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}",
         f"- broker: nisshi (memory storage) on loopback; topic of {args.messages:,} seed-job JSON lines "
         f"({payload_bytes / 1e6:.1f} MB payload) over {args.partitions} partitions",
-        f"- drain and sluice: best of {args.repeat} alternating runs (drain "
-        + ", ".join(f"{row['seconds']:.2f}" for row in runs["drain"]) + " s; sluice "
+        f"- drains and sluice: best of {args.repeat} alternating runs (drain "
+        + ", ".join(f"{row['seconds']:.2f}" for row in runs["drain"]) + " s; drain in a group "
+        + ", ".join(f"{row['seconds']:.2f}" for row in runs["group drain"]) + " s; sluice "
         + ", ".join(f"{row['seconds']:.2f}" for row in runs["sluice"]) + " s); python: one run",
-        f"- medians of those runs: drain {median(runs['drain']):.2f} s, sluice {median(runs['sluice']):.2f} s: "
-        f"sluice at {median(runs['drain']) / median(runs['sluice']):.2f} of the drain",
+        f"- medians of those runs: drain {median(runs['drain']):.2f} s, drain in a group "
+        f"{median(runs['group drain']):.2f} s, sluice {median(runs['sluice']):.2f} s: sluice at "
+        f"{median(runs['drain']) / median(runs['sluice']):.2f} of the drain and "
+        f"{median(runs['group drain']) / median(runs['sluice']):.2f} of the drain in a group",
+        "- drain: assigns itself every partition from the beginning (no group protocol), the ceiling; "
+        "drain in a group: subscribes as a group member, as sluice and python do (group join, offset lookup)",
         f"- batches of {args.batch:,} messages, a partial one closed after {MAX_WAIT_MS} ms; each engine timed from spawn until every message is consumed "
         "(sluice and python: aggregated, written as zstd Parquet and committed); sluice's component "
         "compiled before timing (an untimed `sluice run` on 1,000 lines)",
@@ -275,7 +286,8 @@ def main():
         "| engine | seconds | MB/s | messages/s | vs drain | vs python | load (1 min, after) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    rows = [("drain (bare rdkafka)", drain), ("sluice (2 instances)", sluice)]
+    rows = [("drain (bare rdkafka)", drain), ("drain in a consumer group", results["group drain"]),
+            ("sluice (2 instances)", sluice)]
     if "sluice-before" in results:
         rows.append((f"sluice before ({args.sluice_before.name})", results["sluice-before"]))
     rows.append(("python (confluent-kafka + pandas)", python))
@@ -297,6 +309,10 @@ def main():
     report = "\n".join(lines) + "\n"
     print(report)
     out = REPO / "bench/results" / f"kafka-{datetime.date.today()}.md"
+    n = 1
+    while out.exists():
+        n += 1
+        out = REPO / "bench/results" / f"kafka-{datetime.date.today()}-{n}.md"
     out.write_text(report)
     print(f"written to {out.relative_to(REPO)}; work files in {work}")
 
