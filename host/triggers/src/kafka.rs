@@ -237,6 +237,9 @@ struct GroupContext {
     in_flight: Arc<InFlight>,
     /// Whose sinks hold the roll records (the version current at the rebalance).
     slot: Arc<FunctionSlot>,
+    /// Where a partition with neither a commit nor a roll record starts (`initial-offset`);
+    /// `None` when the properties set `auto.offset.reset`, which librdkafka then applies.
+    initial: Option<Offset>,
 }
 
 /// How long an assignment waits for the group's committed offsets before it resumes from the
@@ -272,7 +275,7 @@ impl ConsumerContext for GroupContext {
         let result = match error {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!(function = %self.function, partitions = %partition_names(partitions), "partitions assigned");
-                let resumed = self.resume_from_roll_records(consumer, partitions);
+                let resumed = self.set_starts(consumer, partitions);
                 let assigned = if cooperative { consumer.incremental_assign(partitions) } else { consumer.assign(partitions) };
                 if assigned.is_ok() && resumed.count() > 0 {
                     // The group's commit catches up with what is durable (and the lag shows it).
@@ -297,46 +300,55 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
-    /// Sets the start of each assigned partition whose roll record is ahead of its committed
-    /// offset to the recorded offset (finishing the record's links first); returns those
-    /// partitions with their new start. The others start at their committed offset as usual.
-    fn resume_from_roll_records(&self, consumer: &GroupConsumer, partitions: &mut TopicPartitionList) -> TopicPartitionList {
+    /// Sets where each assigned partition starts: the later of its committed offset and its
+    /// roll record (whose links are finished first), else `initial-offset`. Returns the
+    /// partitions that resume from a record ahead of their commit, with that start. Looking
+    /// the committed offsets up here, in one request, also spares librdkafka its own lookup
+    /// after the assignment, which held the first fetch back by about 0.1 s.
+    fn set_starts(&self, consumer: &GroupConsumer, partitions: &mut TopicPartitionList) -> TopicPartitionList {
         let function = self.slot.current();
-        let mut recorded = Vec::new();
-        for element in partitions.elements() {
-            let (topic, partition) = (element.topic().to_string(), element.partition());
-            match Lane::recover(function.sinks(), function.name(), &lane_name(&topic, partition)) {
-                Ok(Some(next)) => recorded.push((topic, partition, next)),
-                Ok(None) => {}
-                Err(error) => tracing::warn!(function = %self.function, %topic, partition, %error, "roll record unusable: the partition resumes from its committed offset"),
-            }
-        }
-        let mut resumed = TopicPartitionList::new();
-        if recorded.is_empty() {
-            return resumed;
-        }
         let committed = match consumer.committed_offsets(partitions.clone(), COMMITTED_TIMEOUT) {
             Ok(committed) => Some(committed),
             Err(error) => {
-                tracing::warn!(function = %self.function, %error, "committed offsets unknown: partitions with a roll record resume from it");
+                tracing::warn!(function = %self.function, %error, "committed offsets unknown: librdkafka looks them up; partitions with a roll record resume from it");
                 None
             }
         };
-        for (topic, partition, next) in recorded {
-            let committed = committed.as_ref().and_then(|c| c.find_partition(&topic, partition)).and_then(|e| match e.offset() {
+        let mut resumed = TopicPartitionList::new();
+        let assigned: Vec<(String, i32)> = partitions.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        for (topic, partition) in assigned {
+            let recorded = match Lane::recover(function.sinks(), function.name(), &lane_name(&topic, partition)) {
+                Ok(recorded) => recorded,
+                Err(error) => {
+                    tracing::warn!(function = %self.function, %topic, partition, %error, "roll record unusable: the partition resumes from its committed offset");
+                    None
+                }
+            };
+            let commit = committed.as_ref().and_then(|c| c.find_partition(&topic, partition)).and_then(|e| match e.offset() {
                 Offset::Offset(offset) => Some(offset),
                 _ => None,
             });
-            if committed.is_some_and(|committed| committed >= next) {
-                tracing::info!(function = %self.function, %topic, partition, offset = committed, recorded = next, "partition resumes from its committed offset");
-                continue;
+            let start = match (commit, recorded) {
+                (Some(commit), Some(next)) if commit >= next => {
+                    tracing::info!(function = %self.function, %topic, partition, offset = commit, recorded = next, "partition resumes from its committed offset");
+                    Offset::Offset(commit)
+                }
+                (commit, Some(next)) => {
+                    tracing::info!(function = %self.function, %topic, partition, offset = next, ?commit, "partition resumes from its roll record: the rows before it are durable in Parquet");
+                    add_offset(&mut resumed, &topic, partition, next);
+                    Offset::Offset(next)
+                }
+                (Some(commit), None) => Offset::Offset(commit),
+                // Without the committed offsets, librdkafka looks them up itself.
+                (None, None) if committed.is_none() => continue,
+                (None, None) => match self.initial {
+                    Some(initial) => initial,
+                    None => continue,
+                },
+            };
+            if let Err(error) = partitions.set_partition_offset(&topic, partition, start) {
+                tracing::warn!(function = %self.function, %topic, partition, %error, "cannot set where the partition starts; librdkafka decides");
             }
-            tracing::info!(function = %self.function, %topic, partition, offset = next, ?committed, "partition resumes from its roll record: the rows before it are durable in Parquet");
-            if let Err(error) = partitions.set_partition_offset(&topic, partition, Offset::Offset(next)) {
-                tracing::warn!(function = %self.function, %topic, partition, %error, "cannot start the partition at its roll record");
-                continue;
-            }
-            add_offset(&mut resumed, &topic, partition, next);
         }
         resumed
     }
@@ -477,8 +489,13 @@ impl KafkaSource {
         for (key, value) in &self.spec.properties {
             config.set(key, value);
         }
+        let initial = match self.spec.initial_offset {
+            _ if self.spec.properties.contains_key("auto.offset.reset") => None,
+            InitialOffset::Earliest => Some(Offset::Beginning),
+            InitialOffset::Latest => Some(Offset::End),
+        };
         config
-            .create_with_context(GroupContext { function: function.to_string(), tenant, in_flight, slot: slot.clone() })
+            .create_with_context(GroupContext { function: function.to_string(), tenant, in_flight, slot: slot.clone(), initial })
             .map_err(|source| KafkaError::Create {
                 function: function.to_string(),
                 brokers: self.spec.brokers.clone(),
