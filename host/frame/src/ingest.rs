@@ -1232,12 +1232,13 @@ fn parse_short_number(b: &[u8], i: usize) -> Option<(Number, usize)> {
     }
     let mut int = digits_value(word, int_digits);
     if int_digits == 8 {
-        let more = leading_digits(word_at(b, start + 8)?);
+        let next = word_at(b, start + 8)?;
+        let more = leading_digits(next);
         if more == 8 {
             return None;
         }
         if more > 0 {
-            int = int * POW10_INT[more as usize] + digits_value(word_at(b, start + 8)?, more);
+            int = int * POW10_INT[more as usize] + digits_value(next, more);
         }
         int_digits += more;
     }

@@ -266,8 +266,9 @@ impl ParallelWriter {
         for chunks in encoded? {
             let mut row_group = self.writer.next_row_group()?;
             for chunk in chunks {
-                if dictionary_fell_back(&chunk.close().metadata) {
-                    fell_back.push(chunk.close().metadata.column_path().clone());
+                let metadata = &chunk.close().metadata;
+                if dictionary_fell_back(metadata) {
+                    fell_back.push(metadata.column_path().clone());
                 }
                 chunk.append_to_row_group(&mut row_group)?;
             }

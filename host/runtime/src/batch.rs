@@ -153,11 +153,10 @@ pub struct PartitionMessages {
     bodies: Vec<u8>,
     keys: Vec<u8>,
     entries: Vec<PackedMessage>,
-    body_bytes: u64,
     runs: OnceLock<Vec<Run>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct PackedMessage {
     offset: i64,
     body: Range<usize>,
@@ -181,7 +180,6 @@ impl PartitionMessages {
             bodies: Vec::new(),
             keys: Vec::new(),
             entries: Vec::new(),
-            body_bytes: 0,
             runs: OnceLock::new(),
         }
     }
@@ -198,7 +196,6 @@ impl PartitionMessages {
             start..self.keys.len()
         });
         self.entries.push(PackedMessage { offset, body: start..start + body.len(), key });
-        self.body_bytes += body.len() as u64;
     }
 
     pub fn topic(&self) -> &Arc<str> {
@@ -304,7 +301,8 @@ impl Batch {
 
     /// A batch of one Kafka partition's messages.
     pub fn from_partition(messages: PartitionMessages, bad_lines: BadLinePolicy) -> Batch {
-        let bytes = messages.body_bytes;
+        // Every body is followed by its newline.
+        let bytes = (messages.bodies.len() - messages.entries.len()) as u64;
         Batch { trigger: TriggerKind::Kafka, events: Events::Partition(messages), bad_lines, bytes }
     }
 

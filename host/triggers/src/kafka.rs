@@ -514,7 +514,7 @@ impl KafkaSource {
         policy: BadLinePolicy,
         dead_letters: Option<&Arc<DeadLetterTopic>>,
     ) -> Result<TopicPartitionList, KafkaError> {
-        let mut offsets = lanes.switch_to(function).await?;
+        let offsets = lanes.switch_to(function).await?;
         let mut batches = JoinSet::new();
         for messages in round.partitions {
             let Some((first, last)) = messages.offsets() else { continue };
@@ -560,22 +560,37 @@ impl KafkaSource {
                 (topic, partition, lane, appended)
             });
         }
-        let mut failure = None;
+        let mut durable = Durable { offsets, failure: None };
         while let Some(joined) = batches.join_next().await {
             let (topic, partition, lane, appended) = joined.expect("a batch task panicked");
-            match appended {
-                Ok(Some(next)) => add_offset(&mut offsets, &topic, partition, next),
-                Ok(None) => {}
-                Err(error) => {
-                    failure.get_or_insert(error);
-                }
-            }
+            durable.add(&topic, partition, appended);
             lanes.put(topic, partition, lane);
         }
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(offsets),
+        durable.into_result()
+    }
+}
+
+/// The offsets that became safe to store as partitions' batches were appended or their lanes
+/// rolled, and the first failure among them.
+struct Durable {
+    offsets: TopicPartitionList,
+    failure: Option<KafkaError>,
+}
+
+impl Durable {
+    /// Takes one partition's outcome: the offset it made safe to store, if any, or its error.
+    fn add(&mut self, topic: &str, partition: i32, outcome: Result<Option<i64>, KafkaError>) {
+        match outcome {
+            Ok(Some(next)) => add_offset(&mut self.offsets, topic, partition, next),
+            Ok(None) => {}
+            Err(error) => {
+                self.failure.get_or_insert(error);
+            }
         }
+    }
+
+    fn into_result(self) -> Result<TopicPartitionList, KafkaError> {
+        self.failure.map_or(Ok(self.offsets), Err)
     }
 }
 
@@ -681,21 +696,13 @@ impl Lanes {
                 (lane, rolled)
             });
         }
-        let mut offsets = TopicPartitionList::new();
-        let mut failure = None;
+        let mut durable = Durable { offsets: TopicPartitionList::new(), failure: None };
         while let Some(joined) = rolls.join_next().await {
             let (lane, rolled) = joined.expect("a lane roll panicked");
-            match rolled {
-                Ok(Some(next)) => add_offset(&mut offsets, &lane.topic, lane.partition, next),
-                Ok(None) => {}
-                Err(error) => {
-                    failure.get_or_insert(error);
-                }
-            }
+            durable.add(&lane.topic, lane.partition, rolled);
             self.by_partition.insert((lane.topic.clone(), lane.partition), lane);
         }
-        let result = failure.map_or(Ok(offsets), Err);
-        result
+        durable.into_result()
     }
 }
 
@@ -732,8 +739,8 @@ fn poll_rounds(
     // When the last message came, and whether an empty round already told the processing
     // side that nothing more came for max-wait-ms (so it rolls what it holds).
     let (mut last_message, mut idle_announced) = (Instant::now(), true);
-    // The partitions read, with their topic and the offset after their last message.
-    let mut read: BTreeMap<i32, (String, i64)> = BTreeMap::new();
+    // The partitions of the rounds handed over, with the offset after their last message.
+    let mut read: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
     // Messages taken since the last check; a round closes at most this many messages late.
     let (mut taken, mut check, mut wait) = (0u32, true, Duration::ZERO);
     loop {
@@ -748,7 +755,13 @@ fn poll_rounds(
                 && (now.duration_since(last_message) >= limits.max_wait || read_to_the_end(consumer, &mut read));
             if round.is_due(now) || (stopping && !round.is_empty()) || idle {
                 let full = round.is_full();
-                if !hand_over(rounds, in_flight, Round { messages: round.take(), full }) {
+                let messages = round.take();
+                for packed in &messages.partitions {
+                    if let Some((_, last)) = packed.offsets() {
+                        read.insert((packed.topic().clone(), packed.partition()), last + 1);
+                    }
+                }
+                if !hand_over(rounds, in_flight, Round { messages, full }) {
                     return;
                 }
                 idle_announced |= !full;
@@ -769,12 +782,6 @@ fn poll_rounds(
         }
         match consumer.poll(wait.min(SHUTDOWN_CHECK)) {
             Some(Ok(message)) => {
-                match read.get_mut(&message.partition()) {
-                    Some((topic, next)) if topic == message.topic() => *next = message.offset() + 1,
-                    _ => {
-                        read.insert(message.partition(), (message.topic().to_string(), message.offset() + 1));
-                    }
-                }
                 round.push_with(message.payload_len() as u64, |packed| packed.add(&message));
                 taken += 1;
                 check = taken >= MESSAGES_BETWEEN_CHECKS || round.is_full();
@@ -798,19 +805,19 @@ fn hand_over(rounds: &mpsc::Sender<Round>, in_flight: &InFlight, round: Round) -
     true
 }
 
-/// Whether every partition in `read` (partition → topic and the offset after its last message)
+/// Whether every partition in `read` (topic and partition → the offset after its last message)
 /// is at its high watermark as librdkafka last saw it in a fetch response: nothing more to
 /// read for now. Asks librdkafka's cache, never the broker. Partitions it knows nothing of
 /// (no longer assigned) are forgotten.
-fn read_to_the_end(consumer: &GroupConsumer, read: &mut BTreeMap<i32, (String, i64)>) -> bool {
+fn read_to_the_end(consumer: &GroupConsumer, read: &mut BTreeMap<(Arc<str>, i32), i64>) -> bool {
     let mut at_end = true;
-    read.retain(|&partition, (topic, next)| {
-        let Ok(topic) = std::ffi::CString::new(topic.as_str()) else { return false };
+    read.retain(|(topic, partition), next| {
+        let Ok(topic) = std::ffi::CString::new(topic.as_bytes()) else { return false };
         let (mut low, mut high) = (-1i64, -1i64);
         // SAFETY: the client pointer is alive as long as `consumer`; the topic is a valid C
         // string for the call; librdkafka only writes the two offsets.
         let error = unsafe {
-            rdkafka::bindings::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), partition, &mut low, &mut high)
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), *partition, &mut low, &mut high)
         };
         let known = error == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0;
         at_end &= !known || *next >= high;
